@@ -1,4 +1,4 @@
-using System.IO.MemoryMappedFiles;
+using Microsoft.Win32.SafeHandles;
 using System.Text;
 using System.Text.Json;
 using TorchSharp;
@@ -20,14 +20,13 @@ public sealed record SafeTensorInfo(string Name, string DType, long[] Shape, lon
 }
 
 /// <summary>
-/// A memory-mapped reader for the safetensors format (8-byte little-endian header length, JSON header, raw data).
-/// Tensors are materialised one at a time, directly into their destination, so loading never holds two full copies
-/// of a checkpoint in memory.
+/// A reader for the safetensors format (8-byte little-endian header length, JSON header, raw data).
+/// Tensors are read one at a time with positioned reads straight into their destination tensor's memory (or a bounded
+/// chunk when the dtype is converted), so loading never holds two copies of a checkpoint in process memory.
 /// </summary>
 public sealed class SafeTensorsFile : IDisposable
 {
-    private readonly MemoryMappedFile _map;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly SafeFileHandle _handle;
     private readonly long _dataStart;
     private readonly Dictionary<string, SafeTensorInfo> _tensors;
 
@@ -45,15 +44,16 @@ public sealed class SafeTensorsFile : IDisposable
         Path = path;
         var length = new FileInfo(path).Length;
         if (length < 8) throw new InvalidDataException($"'{path}' is not a safetensors file: it is only {length} bytes long.");
-        _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+        _handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
         try
         {
-            long headerLen = _view.ReadInt64(0);
+            Span<byte> lenBytes = stackalloc byte[8];
+            ReadExactly(0, lenBytes);
+            long headerLen = BitConverter.ToInt64(lenBytes);
             if (headerLen <= 0 || headerLen > length - 8 || headerLen > 100_000_000)
                 throw new InvalidDataException($"'{path}' is not a safetensors file: header length {headerLen} is invalid for a file of {length} bytes.");
             var header = new byte[headerLen];
-            _view.ReadArray(8, header, 0, header.Length);
+            ReadExactly(8, header);
             _dataStart = 8 + headerLen;
             _tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
             var meta = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -78,9 +78,19 @@ public sealed class SafeTensorsFile : IDisposable
         }
         catch
         {
-            _view.Dispose();
-            _map.Dispose();
+            _handle.Dispose();
             throw;
+        }
+    }
+
+    private void ReadExactly(long offset, Span<byte> buffer)
+    {
+        while (buffer.Length > 0)
+        {
+            int n = RandomAccess.Read(_handle, buffer, offset);
+            if (n <= 0) throw new EndOfStreamException($"Unexpected end of '{Path}' at byte {offset}.");
+            offset += n;
+            buffer = buffer[n..];
         }
     }
 
@@ -151,29 +161,15 @@ public sealed class SafeTensorsFile : IDisposable
         }
     }
 
-    private unsafe void ReadInto(long fileOffset, Tensor contiguousCpu, long byteCount)
+    private void ReadInto(long fileOffset, Tensor contiguousCpu, long byteCount)
     {
-        byte* basePtr = null;
-        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
-        try
-        {
-            byte* src = basePtr + _view.PointerOffset + fileOffset;
-            var span = contiguousCpu.bytes;
-            if (span.Length != byteCount) throw new InvalidOperationException("Internal error: chunk size mismatch.");
-            new ReadOnlySpan<byte>(src, (int)byteCount).CopyTo(span);
-        }
-        finally
-        {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        }
+        var span = contiguousCpu.bytes;
+        if (span.Length != byteCount) throw new InvalidOperationException("Internal error: chunk size mismatch.");
+        ReadExactly(fileOffset, span);
     }
 
     /// <inheritdoc />
-    public void Dispose()
-    {
-        _view.Dispose();
-        _map.Dispose();
-    }
+    public void Dispose() => _handle.Dispose();
 }
 
 /// <summary>
