@@ -1,0 +1,86 @@
+using Microsoft.DotNet.Interactive;
+using Microsoft.DotNet.Interactive.Commands;
+using Microsoft.DotNet.Interactive.CSharp;
+using Microsoft.DotNet.Interactive.Documents;
+using Microsoft.DotNet.Interactive.Documents.Jupyter;
+using Microsoft.DotNet.Interactive.Events;
+
+namespace Gill.ML.Tests.Notebooks;
+
+/// <summary>
+/// Executes every C# cell of every notebooks/*.ipynb in-process with a C# kernel, against this test build's assemblies.
+/// A notebook's setup cell (the one containing <c>// gill:setup</c>) references the CLI's build output for people using
+/// the notebook; here it is replaced by references to the assemblies of this test run.
+/// </summary>
+[TestClass]
+[TestCategory("Notebooks")]
+public sealed class NotebookTests
+{
+    internal const string SetupMarker = "// gill:setup";
+
+    private static readonly string[] ReferencedAssemblies =
+    {
+        "Gill.ML.dll", "Gill.ML.Evaluation.dll", "TorchSharp.dll", "Microsoft.ML.dll", "Microsoft.ML.Core.dll",
+        "Microsoft.ML.Data.dll", "Microsoft.ML.DataView.dll", "Microsoft.ML.ImageAnalytics.dll", "Microsoft.Data.Analysis.dll",
+        "Microsoft.ML.Tokenizers.dll", "SkiaSharp.dll", "Microsoft.ML.OnnxRuntime.dll",
+    };
+
+    public static IEnumerable<object[]> Notebooks()
+    {
+        var dir = RepoRoot() is { } root ? Path.Combine(root, "notebooks") : null;
+        if (dir is null || !Directory.Exists(dir)) yield break;
+        foreach (var nb in Directory.GetFiles(dir, "*.ipynb").OrderBy(p => p, StringComparer.Ordinal))
+            yield return new object[] { Path.GetFileName(nb) };
+    }
+
+    internal static string? RepoRoot()
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Gill.ML.sln"))) d = d.Parent;
+        return d?.FullName;
+    }
+
+    [TestMethod]
+    public void EveryNotebookIsFound()
+    {
+        var names = Notebooks().Select(o => (string)o[0]).ToList();
+        CollectionAssert.Contains(names, "00-backbones.ipynb");
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Notebooks))]
+    public async Task NotebookRunsWithoutErrors(string notebook)
+    {
+        var root = RepoRoot() ?? throw new InvalidOperationException("Repository root (Gill.ML.sln) not found.");
+        var path = Path.Combine(root, "notebooks", notebook);
+        var doc = Notebook.Parse(await File.ReadAllTextAsync(path), new KernelInfoCollection { new("csharp", "C#", aliases: new[] { "c#", "C#" }) });
+        var cells = doc.Elements.Where(e => e.KernelName is "csharp" or "c#" or "C#").ToList();
+        Assert.IsTrue(cells.Count > 0, $"{notebook} has no C# cells.");
+        Assert.IsTrue(cells.Any(c => c.Contents.Contains(SetupMarker)), $"{notebook} has no setup cell ('{SetupMarker}').");
+
+        var previousDir = Environment.CurrentDirectory;
+        Environment.CurrentDirectory = Path.Combine(root, "notebooks");
+        try
+        {
+            using var kernel = new CSharpKernel();
+            var refs = string.Join("\n", ReferencedAssemblies
+                .Select(a => Path.Combine(AppContext.BaseDirectory, a)).Where(File.Exists).Select(p => $"#r \"{p}\""));
+            for (int i = 0; i < cells.Count; i++)
+            {
+                var code = cells[i].Contents.Contains(SetupMarker) ? refs : cells[i].Contents;
+                var result = await kernel.SendAsync(new SubmitCode(code));
+                var failures = result.Events.OfType<CommandFailed>().Select(f => f.Message + (f.Exception is null ? "" : "\n" + f.Exception))
+                    .Concat(result.Events.OfType<ErrorProduced>().Select(e => e.Message))
+                    .Concat(result.Events.OfType<DiagnosticsProduced>().SelectMany(d => d.Diagnostics)
+                        .Where(d => d.Severity == Microsoft.CodeAnalysis.DiagnosticSeverity.Error).Select(d => d.ToString()))
+                    .ToList();
+                if (failures.Count > 0)
+                    Assert.Fail($"{notebook}, C# cell {i + 1}:\n{cells[i].Contents}\n--- failed with:\n{string.Join("\n", failures)}");
+            }
+        }
+        finally
+        {
+            Environment.CurrentDirectory = previousDir;
+        }
+    }
+}
