@@ -126,10 +126,20 @@ internal sealed class UpStage : Module<Tensor, Tensor>
     public UpStage(int inChannels, int outChannels) : base(nameof(UpStage))
     {
         conv1 = Conv2d(inChannels, outChannels, 3, padding: 1);
-        norm1 = GroupNorm(Math.Min(8, outChannels), outChannels);
+        norm1 = InitializedGroupNorm(outChannels);
         conv2 = Conv2d(outChannels, outChannels, 3, padding: 1);
-        norm2 = GroupNorm(Math.Min(8, outChannels), outChannels);
+        norm2 = InitializedGroupNorm(outChannels);
         RegisterComponents();
+    }
+
+    /// <summary>TorchSharp 0.107's GroupNorm leaves its affine parameters uninitialised (torch.empty); set them to 1 and 0.</summary>
+    private static GroupNorm InitializedGroupNorm(int channels)
+    {
+        var norm = GroupNorm(Math.Min(8, channels), channels);
+        using var noGrad = torch.no_grad();
+        init.ones_(norm.weight);
+        init.zeros_(norm.bias!);
+        return norm;
     }
 
     public override Tensor forward(Tensor x)
