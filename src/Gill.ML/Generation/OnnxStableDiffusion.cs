@@ -52,6 +52,7 @@ public sealed class OnnxStableDiffusion : IImageGenerator
     private readonly string _textIn, _textOut, _unetSample, _unetTimestep, _unetContext, _unetOut, _vaeIn, _vaeOut;
     private readonly TensorElementType _textInType, _sampleType, _timestepType, _contextType, _vaeInType;
     private readonly bool _timestepIsScalar;
+    private readonly int[] _sampleDims;
     private readonly OnnxStableDiffusionOptions _options;
     private readonly Lazy<int> _vaeScale;
     private readonly object _emptyLock = new();
@@ -104,6 +105,7 @@ public sealed class OnnxStableDiffusion : IImageGenerator
             (_unetTimestep, var timestepMeta) = Input(_unet, unetPath, "timestep");
             (_unetContext, var contextMeta) = Input(_unet, unetPath, "encoder_hidden_states");
             _sampleType = sampleMeta.ElementDataType;
+            _sampleDims = sampleMeta.Dimensions;
             _timestepType = timestepMeta.ElementDataType;
             _contextType = contextMeta.ElementDataType;
             _timestepIsScalar = timestepMeta.Dimensions.Length == 0;
@@ -340,8 +342,9 @@ public sealed class OnnxStableDiffusion : IImageGenerator
 
         cancellationToken.ThrowIfCancellationRequested();
         var images = DecodeLatents(latents, cancellationToken);
-        var trajectory = options.KeepIntermediateLatents ? torch.stack(kept, 0).MoveToOuterDisposeScope() : null;
-        return new GeneratedImages(images.MoveToOuterDisposeScope(), trajectory, timesteps, seeds);
+        // The result owns its tensors (disposed with it), independent of the caller's dispose scopes.
+        var trajectory = options.KeepIntermediateLatents ? torch.stack(kept, 0).DetachFromDisposeScope() : null;
+        return new GeneratedImages(images.DetachFromDisposeScope(), trajectory, timesteps, seeds);
     }
 
     /// <summary>
@@ -369,6 +372,12 @@ public sealed class OnnxStableDiffusion : IImageGenerator
 
     private Tensor RunUnet(Tensor sample, long timestep, OrtValue context, CancellationToken ct)
     {
+        for (int axis = 0; axis < Math.Min(4, _sampleDims.Length); axis++)
+            if (_sampleDims[axis] > 0 && _sampleDims[axis] != sample.shape[axis])
+                throw new ArgumentException(axis == 0
+                    ? $"unet/model.onnx was exported with a fixed batch of {_sampleDims[0]} latents; this call needs {sample.shape[0]} (2×B with guidance)."
+                    : $"unet/model.onnx was exported for latents [{string.Join(",", _sampleDims)}] (images {Known(_sampleDims, 2) * VaeScaleFactor}×{Known(_sampleDims, 3) * VaeScaleFactor} H×W); " +
+                      $"the requested latents are [{string.Join(",", sample.shape)}] (images {sample.shape[2] * VaeScaleFactor}×{sample.shape[3] * VaeScaleFactor}).");
         using var sampleOrt = OrtTensors.ToOrt(sample, _sampleType, "sample");
         using var tTensor = _timestepIsScalar ? torch.tensor(timestep) : torch.tensor(new[] { timestep });
         using var timestepOrt = OrtTensors.ToOrt(tTensor, _timestepType, "timestep");
