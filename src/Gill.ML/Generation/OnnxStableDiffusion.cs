@@ -230,7 +230,8 @@ public sealed class OnnxStableDiffusion : IImageGenerator
         ArgumentNullException.ThrowIfNull(prompt);
         var tokenizer = _options.Tokenizer
             ?? throw new InvalidOperationException("No tokenizer configured: set OnnxStableDiffusionOptions.Tokenizer to encode text prompts, or pass token ids to EncodeText.");
-        using var ids = torch.tensor(tokenizer(prompt), ScalarType.Int64).unsqueeze(0);
+        var tokens = tokenizer(prompt) ?? throw new InvalidOperationException("The tokenizer returned null ids.");
+        using var ids = torch.tensor(tokens, new long[] { 1, tokens.Length }, ScalarType.Int64);
         return EncodeText(ids, cancellationToken);
     }
 
@@ -242,7 +243,7 @@ public sealed class OnnxStableDiffusion : IImageGenerator
             if (_emptyPromptEmbedding is null)
             {
                 var ids = EmptyPromptIds();
-                using var t = torch.tensor(ids, ScalarType.Int64).unsqueeze(0);
+                using var t = torch.tensor(ids, new long[] { 1, ids.Length }, ScalarType.Int64);
                 _emptyPromptEmbedding = EncodeText(t, cancellationToken).DetachFromDisposeScope();
             }
             return _emptyPromptEmbedding.clone();
