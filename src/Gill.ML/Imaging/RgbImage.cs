@@ -85,10 +85,10 @@ public sealed class RgbImage
         var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
         using var bitmap = new SKBitmap(info);
         var status = codec.GetPixels(info, bitmap.GetPixels());
-        if (status is not (SKCodecResult.Success or SKCodecResult.IncompleteInput))
-            throw new InvalidDataException($"Cannot decode image '{path}': {status}.");
-        if (status == SKCodecResult.IncompleteInput)
-            throw new InvalidDataException($"Image '{path}' is truncated (incomplete input).");
+        if (status != SKCodecResult.Success)
+            throw new InvalidDataException(status == SKCodecResult.IncompleteInput
+                ? $"Image '{path}' is truncated (incomplete input)."
+                : $"Cannot decode image '{path}': {status}.");
         var rgba = bitmap.GetPixelSpan();
         int w = info.Width, h = info.Height;
         var rgb = new byte[(long)w * h * 3];

@@ -72,7 +72,7 @@ public class ClipModelTests
         using var ids = Ids();
         using var opt = torch.optim.AdamW(model.Parameters(), lr: 1e-2);
         float first = 0, last = 0;
-        for (int step = 0; step < 5; step++)
+        for (int step = 0; step < 3; step++)
         {
             using var scope = torch.NewDisposeScope();
             opt.zero_grad();

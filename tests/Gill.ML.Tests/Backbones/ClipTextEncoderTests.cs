@@ -170,6 +170,23 @@ public class ClipTextEncoderTests
     }
 
     [TestMethod]
+    public void RepeatedInference_DoesNotLeakTensors()
+    {
+        using var encoder = ClipTextEncoder.Load(Fixtures.Dir(Fixture));
+        var io = Fixtures.Io(Fixture);
+        var ids = io["input_ids"];
+        using (var o = encoder.Forward(ids)) { }
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 5; i++)
+        {
+            using var o = encoder.Forward(ids);
+            using var e = encoder.GetTextEmbeddings(ids);
+        }
+        Assert.AreEqual(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        foreach (var t in io.Values) t.Dispose();
+    }
+
+    [TestMethod]
     public void SaveAndLoad_RoundTrips()
     {
         using var tmp = new ClipTempFolder();
