@@ -17,7 +17,11 @@ public class ClipTextEncoderTests
         Fixtures.AssertClose(io["last_hidden_state"], o.LastHiddenState, "last_hidden_state");
         Fixtures.AssertClose(io["pooler_output"], o.PooledOutput, "pooler_output");
         Fixtures.AssertClose(io["text_embeds"], o.TextEmbeddings!, "text_embeds");
-        Assert.AreEqual(3, o.HiddenStates.Count);
+        Assert.IsNull(o.HiddenStates);
+        using var all = encoder.Forward(io["input_ids"], outputHiddenStates: true);
+        Assert.AreEqual(3, all.HiddenStates!.Count);
+        Fixtures.AssertClose(all.HiddenStates[1], o.PenultimateHiddenState, "penultimate = hidden_states[-2]");
+        Fixtures.AssertClose(io["last_hidden_state"], all.LastHiddenState, "last_hidden_state (with hidden states)");
         foreach (var t in io.Values) t.Dispose();
     }
 

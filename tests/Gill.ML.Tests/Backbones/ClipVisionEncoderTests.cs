@@ -19,7 +19,11 @@ public class ClipVisionEncoderTests
         Fixtures.AssertClose(io["pooler_output"], o.PooledFeatures, "pooler_output");
         Fixtures.AssertClose(io["image_embeds"], o.ImageEmbeddings!, "image_embeds");
         Fixtures.AssertClose(io["penultimate_hidden_state"], o.PenultimateHiddenState, "penultimate_hidden_state");
-        Assert.AreEqual(3, o.HiddenStates.Count);
+        Assert.IsNull(o.HiddenStates);
+        using var all = encoder.Forward(io["pixel_values"], outputHiddenStates: true);
+        Assert.AreEqual(3, all.HiddenStates!.Count);
+        Fixtures.AssertClose(io["penultimate_hidden_state"], all.HiddenStates[1], "hidden_states[-2]");
+        Fixtures.AssertClose(io["last_hidden_state"], all.HiddenStates[2], "hidden_states[-1]");
         foreach (var t in io.Values) t.Dispose();
     }
 

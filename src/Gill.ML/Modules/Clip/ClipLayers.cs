@@ -173,19 +173,24 @@ internal sealed class ClipEncoder : nn.Module
 
     public int Count => layers.Count;
 
-    /// <summary>Runs the layers; returns the final state and, when asked, every state (the input first, as in HF).</summary>
-    public Tensor Forward(Tensor x, Tensor? masked, List<Tensor>? hiddenStates)
+    /// <summary>
+    /// Runs the layers. Returns the final state and the state before the last layer (the input for a one-layer stack);
+    /// when <paramref name="hiddenStates"/> is given it receives every state (the input first, as in HF) and nothing is
+    /// disposed, otherwise intermediate states are released as soon as they are used.
+    /// </summary>
+    public (Tensor Last, Tensor Penultimate) Forward(Tensor x, Tensor? masked, List<Tensor>? hiddenStates)
     {
         hiddenStates?.Add(x);
-        var h = x;
+        Tensor h = x, previous = x;
         for (int i = 0; i < layers.Count; i++)
         {
             var next = layers[i].Forward(h, masked);
-            if (hiddenStates is null && !ReferenceEquals(h, x)) h.Dispose();
+            if (hiddenStates is null && !ReferenceEquals(previous, h) && !ReferenceEquals(previous, x)) previous.Dispose();
+            previous = h;
             h = next;
             hiddenStates?.Add(h);
         }
-        return h;
+        return (h, previous);
     }
 
     internal void Initialize(int hidden, double factor)

@@ -8,9 +8,10 @@ namespace Gill.ML.Modules.Clip;
 /// <summary>Outputs of the CLIP text tower for a batch. Dispose to release the tensors.</summary>
 public sealed class ClipTextOutput : IDisposable
 {
-    internal ClipTextOutput(Tensor last, Tensor pooled, Tensor? embeds, IReadOnlyList<Tensor> hidden)
+    internal ClipTextOutput(Tensor last, Tensor pooled, Tensor? embeds, Tensor penultimate, IReadOnlyList<Tensor>? hidden)
     {
         LastHiddenState = last;
+        PenultimateHiddenState = penultimate;
         PooledOutput = pooled;
         TextEmbeddings = embeds;
         HiddenStates = hidden;
@@ -26,14 +27,19 @@ public sealed class ClipTextOutput : IDisposable
     /// (unnormalised); null when the checkpoint has no projection (e.g. Stable Diffusion's text_encoder).</summary>
     public Tensor? TextEmbeddings { get; }
 
-    /// <summary>HF <c>hidden_states</c>: the embeddings, then each layer's output (the last one before final_layer_norm).</summary>
-    public IReadOnlyList<Tensor> HiddenStates { get; }
+    /// <summary>HF <c>hidden_states</c> (the embeddings, then each layer's output, the last one before final_layer_norm)
+    /// when they were asked for, else null.</summary>
+    public IReadOnlyList<Tensor>? HiddenStates { get; }
+
+    /// <summary>HF <c>hidden_states[-2]</c> [B, T, hidden]: the second-to-last layer's output, not layer-normed.</summary>
+    public Tensor PenultimateHiddenState { get; }
 
     /// <inheritdoc/>
     public void Dispose()
     {
-        foreach (var t in HiddenStates) t.Dispose();
+        if (HiddenStates is not null) foreach (var t in HiddenStates) t.Dispose();
         LastHiddenState.Dispose();
+        PenultimateHiddenState.Dispose();
         PooledOutput.Dispose();
         TextEmbeddings?.Dispose();
     }
@@ -159,7 +165,10 @@ public sealed class ClipTextEncoder : IDisposable
     /// end-of-text token, where the pooled output is read. <paramref name="attentionMask"/> ([B, T], 1 = attend) is
     /// optional; Stable Diffusion passes none and pads with the end-of-text token.
     /// </summary>
-    public ClipTextOutput Forward(Tensor inputIds, Tensor? attentionMask = null)
+    /// <param name="inputIds">Token ids [B, T].</param>
+    /// <param name="attentionMask">Optional [B, T] mask, 1 where a token may be attended to.</param>
+    /// <param name="outputHiddenStates">Also return every layer's state.</param>
+    public ClipTextOutput Forward(Tensor inputIds, Tensor? attentionMask = null, bool outputHiddenStates = false)
     {
         CheckIds(inputIds, attentionMask);
         using var noGrad = _trainable ? null : torch.no_grad();
@@ -167,13 +176,14 @@ public sealed class ClipTextEncoder : IDisposable
         var device = Device;
         var ids = ClipCheckpointIO.ToDevice(inputIds, device).to(ScalarType.Int64);
         var mask = attentionMask is null ? null : ClipCheckpointIO.ToDevice(attentionMask, device);
-        var o = _tower.Run(ids, mask);
+        var o = _tower.Run(ids, mask, outputHiddenStates);
         var embeds = _projection?.forward(o.Pooled);
         embeds?.MoveToOuterDisposeScope();
         o.Pooled.MoveToOuterDisposeScope();
         o.LastHiddenState.MoveToOuterDisposeScope();
-        foreach (var h in o.HiddenStates) h.MoveToOuterDisposeScope();
-        return new ClipTextOutput(o.LastHiddenState, o.Pooled, embeds, o.HiddenStates);
+        o.Penultimate.MoveToOuterDisposeScope();
+        if (o.HiddenStates is not null) foreach (var h in o.HiddenStates) h.MoveToOuterDisposeScope();
+        return new ClipTextOutput(o.LastHiddenState, o.Pooled, embeds, o.Penultimate, o.HiddenStates);
     }
 
     /// <summary>HF <c>last_hidden_state</c> [B, T, hidden] (what Stable Diffusion conditions on).</summary>

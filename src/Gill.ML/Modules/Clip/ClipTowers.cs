@@ -46,7 +46,7 @@ internal sealed class ClipVisionEmbeddings : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Raw outputs of a tower's transformer, before any projection.</summary>
-internal readonly record struct ClipTowerOutput(Tensor LastHiddenState, Tensor Pooled, List<Tensor> HiddenStates);
+internal readonly record struct ClipTowerOutput(Tensor LastHiddenState, Tensor Pooled, Tensor Penultimate, Tensor Embeddings, List<Tensor>? HiddenStates);
 
 /// <summary>The vision transformer (HF <c>CLIPVisionTransformer</c>, stored under <c>vision_model.</c>).</summary>
 internal sealed class ClipVisionTransformer : nn.Module
@@ -69,19 +69,19 @@ internal sealed class ClipVisionTransformer : nn.Module
     }
 
     /// <summary>
-    /// Runs the tower. Hidden states (always collected: the penultimate one is a standard output) start with the
-    /// pre-layer-normed embeddings, as in HF. The pooled output is the post-layer-normed class token.
+    /// Runs the tower. Hidden states (collected when asked) start with the pre-layer-normed embeddings, as in HF; the
+    /// penultimate state is always returned. The pooled output is the post-layer-normed class token.
     /// </summary>
-    public ClipTowerOutput Run(Tensor pixelValues)
+    public ClipTowerOutput Run(Tensor pixelValues, bool allHiddenStates)
     {
         var emb = embeddings.forward(pixelValues);
         var x = preLayrnorm.forward(emb);
         emb.Dispose();
-        var states = new List<Tensor>(Config.NumHiddenLayers + 1);
-        var last = encoder.Forward(x, null, states);
+        var states = allHiddenStates ? new List<Tensor>(Config.NumHiddenLayers + 1) : null;
+        var (last, penultimate) = encoder.Forward(x, null, states);
         using var cls = last.select(1, 0);
         var pooled = postLayernorm.forward(cls);
-        return new ClipTowerOutput(last, pooled, states);
+        return new ClipTowerOutput(last, pooled, penultimate, x, states);
     }
 
     internal void Initialize()
@@ -148,7 +148,7 @@ internal sealed class ClipTextTransformer : nn.Module
     /// the pooled output is its row at each sequence's end-of-text position (see <see cref="ClipTextConfig.EosTokenId"/>).
     /// Hidden states hold the embeddings and then each layer's output, the last one before the final layer norm, as in HF.
     /// </summary>
-    public ClipTowerOutput Run(Tensor inputIds, Tensor? attentionMask)
+    public ClipTowerOutput Run(Tensor inputIds, Tensor? attentionMask, bool allHiddenStates)
     {
         long b = inputIds.shape[0], t = inputIds.shape[1];
         var eosPositions = EosPositions(inputIds);
@@ -164,8 +164,8 @@ internal sealed class ClipTextTransformer : nn.Module
             }
             masked = causal.MoveToOuterDisposeScope();
         }
-        var states = new List<Tensor>(Config.NumHiddenLayers + 1);
-        var last = encoder.Forward(x, masked, states);
+        var states = allHiddenStates ? new List<Tensor>(Config.NumHiddenLayers + 1) : null;
+        var (last, penultimate) = encoder.Forward(x, masked, states);
         masked.Dispose();
         var normed = finalLayerNorm.forward(last);
         Tensor pooled;
@@ -175,7 +175,8 @@ internal sealed class ClipTextTransformer : nn.Module
             pooled = normed.index([rows, eosPositions.to(normed.device)]).MoveToOuterDisposeScope();
         }
         eosPositions.Dispose();
-        return new ClipTowerOutput(normed, pooled, states);
+        if (states is null) last.Dispose();
+        return new ClipTowerOutput(normed, pooled, penultimate, x, states);
     }
 
     /// <summary>
@@ -224,19 +225,19 @@ internal sealed class ClipRoot : nn.Module
     [ComponentName(Name = "text_projection")] private readonly Linear? textProjection;
     [ComponentName(Name = "logit_scale")] private readonly Parameter? logitScale;
 
-    public ClipRoot(ClipVisionConfig? vision, bool visualProjection_, ClipTextConfig? text, bool textProjection_, double? logitScaleInit,
+    public ClipRoot(ClipVisionConfig? vision, bool withVisualProjection, ClipTextConfig? text, bool withTextProjection, double? logitScaleInit,
         int? projectionDim = null)
         : base("CLIPModel")
     {
         if (vision is not null)
         {
             visionModel = new ClipVisionTransformer(vision);
-            if (visualProjection_) visualProjection = nn.Linear(vision.HiddenSize, projectionDim ?? vision.ProjectionDim, hasBias: false);
+            if (withVisualProjection) visualProjection = nn.Linear(vision.HiddenSize, projectionDim ?? vision.ProjectionDim, hasBias: false);
         }
         if (text is not null)
         {
             textModel = new ClipTextTransformer(text);
-            if (textProjection_) textProjection = nn.Linear(text.HiddenSize, projectionDim ?? text.ProjectionDim, hasBias: false);
+            if (withTextProjection) textProjection = nn.Linear(text.HiddenSize, projectionDim ?? text.ProjectionDim, hasBias: false);
         }
         if (logitScaleInit is double init) logitScale = nn.Parameter(torch.tensor((float)init));
         RegisterComponents();

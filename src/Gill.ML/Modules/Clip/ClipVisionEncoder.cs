@@ -14,9 +14,10 @@ namespace Gill.ML.Modules.Clip;
 /// </summary>
 public sealed class ClipVisionOutput : IDisposable
 {
-    internal ClipVisionOutput(Tensor last, Tensor pooled, Tensor? embeds, IReadOnlyList<Tensor> hidden)
+    internal ClipVisionOutput(Tensor last, Tensor pooled, Tensor? embeds, Tensor penultimate, IReadOnlyList<Tensor>? hidden)
     {
         LastHiddenState = last;
+        PenultimateHiddenState = penultimate;
         PooledFeatures = pooled;
         ImageEmbeddings = embeds;
         HiddenStates = hidden;
@@ -32,17 +33,19 @@ public sealed class ClipVisionOutput : IDisposable
     /// (unnormalised); null when the checkpoint has no projection.</summary>
     public Tensor? ImageEmbeddings { get; }
 
-    /// <summary>HF <c>hidden_states</c>: the pre-layer-normed embeddings, then each layer's output.</summary>
-    public IReadOnlyList<Tensor> HiddenStates { get; }
+    /// <summary>HF <c>hidden_states</c> (the pre-layer-normed embeddings, then each layer's output) when they were
+    /// asked for, else null.</summary>
+    public IReadOnlyList<Tensor>? HiddenStates { get; }
 
-    /// <summary>The second-to-last hidden state, <c>hidden_states[-2]</c>.</summary>
-    public Tensor PenultimateHiddenState => HiddenStates[^2];
+    /// <summary>The second-to-last hidden state, HF <c>hidden_states[-2]</c> [B, 1 + patches, hidden].</summary>
+    public Tensor PenultimateHiddenState { get; }
 
     /// <inheritdoc/>
     public void Dispose()
     {
-        foreach (var t in HiddenStates) t.Dispose();
+        if (HiddenStates is not null) foreach (var t in HiddenStates) t.Dispose();
         LastHiddenState.Dispose();
+        PenultimateHiddenState.Dispose();
         PooledFeatures.Dispose();
         ImageEmbeddings?.Dispose();
     }
@@ -178,20 +181,23 @@ public sealed class ClipVisionEncoder : IDisposable
     public IEnumerable<Parameter> Parameters() =>
         _projection is null ? _tower.parameters() : _tower.parameters().Concat(_projection.parameters());
 
-    /// <summary>Runs the tower on preprocessed pixels [B, C, S, S] and returns all outputs.</summary>
-    public ClipVisionOutput Forward(Tensor pixelValues)
+    /// <summary>Runs the tower on preprocessed pixels [B, C, S, S] and returns its outputs.</summary>
+    /// <param name="pixelValues">Preprocessed pixels (see <see cref="Preprocessor"/>), on any device.</param>
+    /// <param name="outputHiddenStates">Also return every layer's state (memory grows with the depth).</param>
+    public ClipVisionOutput Forward(Tensor pixelValues, bool outputHiddenStates = false)
     {
         CheckPixels(pixelValues);
         using var noGrad = _trainable ? null : torch.no_grad();
         using var scope = torch.NewDisposeScope();
         using var x = ClipCheckpointIO.ToDevice(pixelValues, Device);
-        var o = _tower.Run(x);
+        var o = _tower.Run(x, outputHiddenStates);
         var embeds = _projection?.forward(o.Pooled);
         embeds?.MoveToOuterDisposeScope();
         o.Pooled.MoveToOuterDisposeScope();
         o.LastHiddenState.MoveToOuterDisposeScope();
-        foreach (var h in o.HiddenStates) h.MoveToOuterDisposeScope();
-        return new ClipVisionOutput(o.LastHiddenState, o.Pooled, embeds, o.HiddenStates);
+        o.Penultimate.MoveToOuterDisposeScope();
+        if (o.HiddenStates is not null) foreach (var h in o.HiddenStates) h.MoveToOuterDisposeScope();
+        return new ClipVisionOutput(o.LastHiddenState, o.Pooled, embeds, o.Penultimate, o.HiddenStates);
     }
 
     /// <summary>HF <c>pooler_output</c> [B, hidden] for preprocessed pixels: the feature GILL's visual mappings read.</summary>
