@@ -12,8 +12,12 @@ internal static class ByteLevelAlphabet
     private static readonly char[] s_byteToChar = BuildByteToChar();
     private static readonly Dictionary<char, byte> s_charToByte = BuildCharToByte();
 
-    /// <summary>The 256 alphabet characters in byte order (the order CLIP lists them at the start of its vocabulary).</summary>
+    /// <summary>The 256 alphabet characters indexed by byte.</summary>
     public static IReadOnlyList<char> Characters => s_byteToChar;
+
+    /// <summary>The 256 alphabet characters in the order CLIP's vocabulary lists them (printable bytes first, then the
+    /// shifted ones), which is ascending character order: "!" is id 0 and "a" id 64.</summary>
+    public static IReadOnlyList<char> CharactersInVocabularyOrder { get; } = s_byteToChar.Order().ToArray();
 
     private static char[] BuildByteToChar()
     {

@@ -51,11 +51,11 @@ public static class ClipVocabularyBuilder
                 vocab.Add(token);
             }
         }
-        foreach (char c in ByteLevelAlphabet.Characters)
+        foreach (char c in ByteLevelAlphabet.CharactersInVocabularyOrder)
         {
             AddToken(c.ToString());
         }
-        foreach (char c in ByteLevelAlphabet.Characters)
+        foreach (char c in ByteLevelAlphabet.CharactersInVocabularyOrder)
         {
             AddToken(c + ClipTokenizer.EndOfWordSuffix);
         }

