@@ -24,6 +24,9 @@ public sealed record ClipTokenizerOptions
 /// "&lt;|endoftext|&gt;". Batches are padded (Stable Diffusion pads with "&lt;|endoftext|&gt;") or truncated on the
 /// right, keeping EOS, to the model maximum of 77 tokens.
 /// </summary>
+/// <remarks>Like Hugging Face, only the first <see cref="MaxMerges"/> lines of merges.txt are used. Hugging Face cleans
+/// text with ftfy when it is installed (else with a BERT-style basic tokenizer); this class follows the ftfy path without
+/// ftfy's repair of mis-decoded text (mojibake), which clean captions do not need.</remarks>
 public sealed class ClipTokenizer
 {
     /// <summary>CLIP's BOS token.</summary>
@@ -37,6 +40,9 @@ public sealed class ClipTokenizer
 
     /// <summary>Default maximum length of CLIP text models.</summary>
     public const int DefaultModelMaxLength = 77;
+
+    /// <summary>Hugging Face's CLIPTokenizer reads at most this many merges (49152 - 256 - 2) from merges.txt.</summary>
+    public const int MaxMerges = 49152 - 256 - 2;
 
     internal const string Pattern = @"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
@@ -121,6 +127,10 @@ public sealed class ClipTokenizer
     {
         Dictionary<string, int> vocab = TokenizerFiles.ReadVocabulary(vocabPath);
         List<string> merges = TokenizerFiles.ReadMerges(mergesPath);
+        if (merges.Count > MaxMerges)
+        {
+            merges.RemoveRange(MaxMerges, merges.Count - MaxMerges);
+        }
         var special = new Dictionary<string, int>(StringComparer.Ordinal)
         {
             [StartOfText] = IdOf(vocab, StartOfText, vocabPath),
@@ -145,11 +155,12 @@ public sealed class ClipTokenizer
         return new ClipTokenizer(bpe, vocab, source, maxLength, pad);
     }
 
-    /// <summary>CLIP's text cleanup: runs of whitespace become one space, the ends are trimmed, and text is lower-cased.</summary>
+    /// <summary>CLIP's text cleanup as Hugging Face does it with ftfy installed, less ftfy's repair of mis-decoded text:
+    /// Unicode NFC, runs of whitespace become one space, the ends are trimmed, and the text is lower-cased.</summary>
     public static string CleanText(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return s_whitespace.Replace(text, " ").Trim().ToLowerInvariant();
+        return s_whitespace.Replace(text.Normalize(NormalizationForm.FormC), " ").Trim().ToLowerInvariant();
     }
 
     /// <summary>Encodes one text: [BOS] tokens [EOS] (without truncation or padding).</summary>
@@ -199,7 +210,9 @@ public sealed class ClipTokenizer
     }
 
     /// <summary>Decodes ids like Hugging Face's CLIPTokenizer: "&lt;/w&gt;" becomes a space and the result is trimmed.</summary>
-    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true)
+    /// <param name="ids">Token ids.</param>
+    /// <param name="skipSpecialTokens">Leave out BOS, EOS and pad tokens (Hugging Face's default keeps them).</param>
+    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
     {
         ArgumentNullException.ThrowIfNull(ids);
         var bytes = new List<byte>();

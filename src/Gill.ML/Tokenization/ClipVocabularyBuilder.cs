@@ -78,6 +78,11 @@ public static class ClipVocabularyBuilder
                 AddToken(prefix);
             }
         }
+        if (merges.Count > ClipTokenizer.MaxMerges)
+        {
+            throw new InvalidOperationException(
+                $"The corpus needs {merges.Count} merges for its {words.Length} distinct words; a CLIP tokenizer reads at most {ClipTokenizer.MaxMerges}.");
+        }
         foreach (string word in words)
         {
             List<string> pieces = Merge(word, ranks);

@@ -65,6 +65,7 @@ public sealed class GillTokenizer
     private readonly Dictionary<string, int> _addedByContent = new(StringComparer.Ordinal);
     private readonly Dictionary<int, AddedTokenEntry> _addedById = new();
     private readonly GillTokenizerOptions _options;
+    private readonly List<string> _promotedSpecialTokens = new();
     private string[] _noSplitByLength = Array.Empty<string>();
     private HashSet<string> _baseSpecialTokens = new(StringComparer.Ordinal);
 
@@ -436,7 +437,19 @@ public sealed class GillTokenizer
             {
                 throw new ArgumentException($"Added token {i} is empty.", nameof(tokens));
             }
-            ids[i] = TryGetTokenId(tokens[i], out int existing) ? existing : AddCore(tokens[i], special);
+            if (TryGetTokenId(tokens[i], out int existing))
+            {
+                ids[i] = existing;
+                // Hugging Face makes an existing token special (and never split) when it is added as a special token.
+                if (special && !_addedByContent.ContainsKey(tokens[i]) && _baseSpecialTokens.Add(tokens[i]))
+                {
+                    _promotedSpecialTokens.Add(tokens[i]);
+                }
+            }
+            else
+            {
+                ids[i] = AddCore(tokens[i], special);
+            }
         }
         RebuildNoSplit();
         return ids;
@@ -486,7 +499,7 @@ public sealed class GillTokenizer
             string? match = null;
             foreach (string candidate in _noSplitByLength)
             {
-                if (string.CompareOrdinal(text, i, candidate, 0, candidate.Length) == 0 && i + candidate.Length <= text.Length)
+                if (text.AsSpan(i).StartsWith(candidate, StringComparison.Ordinal))
                 {
                     match = candidate;
                     break;
@@ -603,6 +616,10 @@ public sealed class GillTokenizer
     {
         ArgumentNullException.ThrowIfNull(path);
         var array = new JsonArray();
+        foreach (string promoted in _promotedSpecialTokens)
+        {
+            array.Add(new JsonObject { ["content"] = promoted, ["id"] = GetTokenId(promoted), ["special"] = true });
+        }
         foreach (AddedTokenEntry a in _added)
         {
             array.Add(new JsonObject { ["content"] = a.Content, ["id"] = a.Id, ["special"] = a.Special });
@@ -643,7 +660,19 @@ public sealed class GillTokenizer
     {
         foreach (AddedTokenEntry e in entries)
         {
-            int id = TryGetTokenId(e.Content, out int existing) ? existing : AddCore(e.Content, e.Special);
+            int id;
+            if (TryGetTokenId(e.Content, out int existing))
+            {
+                id = existing;
+                if (e.Special && !_addedByContent.ContainsKey(e.Content) && _baseSpecialTokens.Add(e.Content))
+                {
+                    _promotedSpecialTokens.Add(e.Content);
+                }
+            }
+            else
+            {
+                id = AddCore(e.Content, e.Special);
+            }
             if (id != e.Id)
             {
                 throw new InvalidDataException(

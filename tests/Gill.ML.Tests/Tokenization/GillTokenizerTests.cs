@@ -175,6 +175,24 @@ public class GillTokenizerTests
     }
 
     [TestMethod]
+    public void AddingAnExistingTokenAsSpecialMakesItAtomic()
+    {
+        GillTokenizer t = GillTokenizer.Gpt2();
+        int[] before = t.Encode("Hellothere", addBos: false);
+        Assert.AreNotEqual(15496, before[0]);
+        CollectionAssert.AreEqual(new[] { 15496 }, t.AddSpecialTokens("Hello"));
+        Assert.AreEqual(50257, t.Count);
+        Assert.AreEqual(15496, t.Encode("Hellothere", addBos: false)[0]);
+        Assert.AreEqual(" world", t.Decode(new[] { 15496, 995 }, skipSpecialTokens: true));
+
+        string file = Path.Combine(TokenizerTestFiles.NewTempDir("promoted"), "added.json");
+        t.SaveAddedTokens(file);
+        GillTokenizer reloaded = GillTokenizer.Gpt2();
+        reloaded.LoadAddedTokens(file);
+        Assert.IsTrue(reloaded.SpecialTokenIds.Contains(15496));
+    }
+
+    [TestMethod]
     public void AddedTokensPersist()
     {
         GillTokenizer opt = GillTokenizer.FromFolder(TokenizerTestFiles.OptShapedFolder);
