@@ -255,6 +255,7 @@ public sealed class GillTokenizer
             }
             tokenizer.ApplySavedEntries(entries.OrderBy(e => e.Id).ToList(), Path.Combine(folder, TokenizerFiles.AddedTokensFileName));
         }
+        tokenizer.AddMissingSpecialTokens();
         return tokenizer;
     }
 
@@ -271,6 +272,7 @@ public sealed class GillTokenizer
         bool isOpt = t._vocab.ContainsKey("</s>") && t._vocab.ContainsKey("<pad>") && !t._vocab.ContainsKey("<|endoftext|>");
         string special = isOpt ? "</s>" : "<|endoftext|>";
         t.ConfigureSpecialTokens(special, special, special, options.PadToken ?? (isOpt ? "<pad>" : null), options.AddBosToken ?? isOpt);
+        t.AddMissingSpecialTokens();
         return t;
     }
 
@@ -280,6 +282,7 @@ public sealed class GillTokenizer
         options ??= new GillTokenizerOptions();
         GillTokenizer t = CreateGpt2Package(options);
         t.ConfigureSpecialTokens("<|endoftext|>", "<|endoftext|>", "<|endoftext|>", options.PadToken, options.AddBosToken ?? false);
+        t.AddMissingSpecialTokens();
         return t;
     }
 
@@ -366,8 +369,14 @@ public sealed class GillTokenizer
         {
             _baseSpecialTokens.Add(pad);
         }
-        // Special tokens missing from the vocabulary become added special tokens, as Hugging Face does on load.
-        foreach (string? s in new[] { bos, eos, unk, pad })
+        RebuildNoSplit();
+    }
+
+    /// <summary>Special tokens missing from the vocabulary become added special tokens, as Hugging Face does on load
+    /// (after the folder's added_tokens.json).</summary>
+    private void AddMissingSpecialTokens()
+    {
+        foreach (string? s in new[] { BosToken, EosToken, UnknownToken, PadToken })
         {
             if (s is not null && !TryGetTokenId(s, out _))
             {

@@ -83,6 +83,10 @@ public class ClipTokenizerTests
         CollectionAssert.AreEqual(new long[] { Sot, AWord, Cat, Eot, Eot }, b.InputIds[0][..5]);
         CollectionAssert.AreEqual(new long[] { 1, 1, 1, 1, 0 }, b.AttentionMask[0][..5]);
         Assert.IsTrue(b.InputIds[1][3..].All(id => id == Eot));
+        // The empty (negative) prompt is BOS, EOS and padding.
+        TokenBatch empty = t.EncodeBatch(new[] { "" });
+        CollectionAssert.AreEqual(new long[] { Sot, Eot, Eot }, empty.InputIds[0][..3]);
+        Assert.AreEqual(2, empty.Lengths[0]);
         using var ids = b.InputIdsTensor();
         CollectionAssert.AreEqual(new long[] { 2, 77 }, ids.shape);
 

@@ -193,6 +193,18 @@ public class GillTokenizerTests
     }
 
     [TestMethod]
+    public void PadTokenOutsideTheVocabularyIsAddedAsSpecial()
+    {
+        GillTokenizer t = GillTokenizer.Gpt2(new GillTokenizerOptions { PadToken = "[PAD]" });
+        Assert.AreEqual(50257, t.PadTokenId);
+        Assert.AreEqual(50258, t.Count);
+        Assert.AreEqual(50258, t.AddTokens("[IMG0]")[0]);
+        TokenBatch b = t.EncodeBatch(new[] { "Hello world", "Hello" });
+        CollectionAssert.AreEqual(new long[] { 15496, 50257 }, b.InputIds[1]);
+        Assert.AreEqual("Hello", t.Decode(b.InputIds[1].Select(i => (int)i), skipSpecialTokens: true));
+    }
+
+    [TestMethod]
     public void AddedTokensPersist()
     {
         GillTokenizer opt = GillTokenizer.FromFolder(TokenizerTestFiles.OptShapedFolder);
