@@ -59,10 +59,36 @@ public class GillTokenizerTests
         GillTokenizer folder = GillTokenizer.FromFolder(TokenizerTestFiles.Gpt2Folder);
         Assert.AreEqual(50257, folder.BaseVocabularySize);
         Assert.IsFalse(folder.AddBosToken);
-        foreach (string text in s_texts)
+        foreach (string text in s_texts.Concat(RandomTexts(300, seed: 7)))
         {
             CollectionAssert.AreEqual(package.Encode(text), folder.Encode(text), $"ids of '{text}'");
             Assert.AreEqual(text, folder.Decode(folder.Encode(text)));
+        }
+    }
+
+    /// <summary>Texts mixing words, digits, punctuation, runs of whitespace, accents, CJK and emoji.</summary>
+    private static IEnumerable<string> RandomTexts(int count, int seed)
+    {
+        string[] pieces =
+        {
+            "the", "The", " cat", "CATS", "isn't", "we're", "I'd", "'ll", "12", "3.5", "1999", "!", "?!", "...", ",", "\"",
+            "(x)", "#", "$", "€", " ", "  ", "\n", "\n\n", "\t", "é", "naïve", "Ünïcödé", "東京", "日本語", "🙂", "👍🏽", "ß", "Ω",
+            "hello", "world", "-", "_", "@user", "http://a.b/c?d=e", "<b>", "[IMG]", "{}", "~~",
+        };
+        var random = new Random(seed);
+        for (int i = 0; i < count; i++)
+        {
+            int n = random.Next(1, 12);
+            var sb = new System.Text.StringBuilder();
+            for (int j = 0; j < n; j++)
+            {
+                sb.Append(pieces[random.Next(pieces.Length)]);
+                if (random.Next(3) == 0)
+                {
+                    sb.Append(' ');
+                }
+            }
+            yield return sb.ToString();
         }
     }
 
