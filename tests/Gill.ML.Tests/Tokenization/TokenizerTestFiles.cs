@@ -23,9 +23,27 @@ internal static class TokenizerTestFiles
 
     public const int OptShift = 4;
 
+    // One folder per test run, removed when the test process exits.
+    private static readonly Lazy<string> s_runRoot = new(() =>
+    {
+        string root = Path.Combine(Path.GetTempPath(), "gill-tok-tests-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(root);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try
+            {
+                Directory.Delete(root, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        };
+        return root;
+    });
+
     public static string NewTempDir(string name)
     {
-        string dir = Path.Combine(Path.GetTempPath(), "gill-tok-tests", name + "-" + Guid.NewGuid().ToString("N")[..8]);
+        string dir = Path.Combine(s_runRoot.Value, name + "-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
         return dir;
     }
