@@ -29,7 +29,7 @@ public static class ShapesWorld
     /// <summary>The manifest's file name.</summary>
     public const string ManifestFileName = "world.json";
 
-    internal static readonly JsonSerializerOptions LineJson = new() { WriteIndented = false };
+    internal static readonly JsonSerializerOptions LineJson = new() { WriteIndented = false, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>The file-name form of a split ("train", "validation", "test", "heldout").</summary>
     public static string SplitName(ShapesSplit split) => split switch
@@ -249,9 +249,15 @@ public static class ShapesWorld
 
             var first = ShapesCaptions.Describe(new ShapesScene(bg, [obj]), 0, rng);
             Add(first.Text, new ShapesScene(bg, [obj]));
+            var previous = obj;
             for (int step = 2; step <= 4; step++)
             {
-                var (change, next) = RandomChange(rng, obj, allowDuplicate: false);
+                ShapesStoryChange change;
+                ShapesObject next;
+                // Never undo the previous step (a blue star becoming a square and then a star again).
+                do (change, next) = RandomChange(rng, obj, allowDuplicate: false);
+                while (step > 2 && next == previous);
+                previous = obj;
                 string caption = change switch
                 {
                     ShapesStoryChange.Move => $"{The(obj)} moves to the {ShapesWords.Direction(next.Position)}",
@@ -263,7 +269,10 @@ public static class ShapesWorld
                 obj = next;
                 Add(caption, new ShapesScene(bg, [obj]));
             }
-            var (last, final) = RandomChange(rng, obj, allowDuplicate: true);
+            ShapesStoryChange last;
+            ShapesObject final;
+            do (last, final) = RandomChange(rng, obj, allowDuplicate: true);
+            while (last != ShapesStoryChange.Duplicate && final == previous);
             string ambiguous;
             ShapesScene finalScene;
             if (last == ShapesStoryChange.Duplicate)

@@ -182,6 +182,7 @@ public sealed class ShapesWorldOptions
     internal static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
         Converters = { new ShapesPairJsonConverter() },
     };
 

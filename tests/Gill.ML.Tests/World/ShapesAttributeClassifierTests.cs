@@ -20,6 +20,13 @@ public class ShapesAttributeClassifierTests
         return (m, sw.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds);
     });
 
+    [ClassCleanup]
+    public static void Cleanup()
+    {
+        if (Trained.IsValueCreated) Trained.Value.Model.Dispose();
+        ShapesWorldTests.DeleteFolders();
+    }
+
     [TestMethod]
     public void LearnsColourAndShapeWellAboveChance()
     {
@@ -38,7 +45,7 @@ public class ShapesAttributeClassifierTests
     public void ReadsWorldImagesFromDiskAndJudgesHeldOutPairs()
     {
         var (model, _, _) = Trained.Value;
-        var folder = Path.Combine(Path.GetTempPath(), "gill-world-tests", "clf-" + Guid.NewGuid().ToString("N")[..8]);
+        var folder = ShapesWorldTests.NewFolder("clf");
         var opts = ShapesWorldTests.Small(5);
         opts.TwoObjectFraction = 0;
         opts.Images = new ShapesSplitCounts(20, 0, 0);
@@ -52,8 +59,9 @@ public class ShapesAttributeClassifierTests
     public void SaveLoadGivesSamePredictions()
     {
         var (model, _, _) = Trained.Value;
-        string path = Path.Combine(Path.GetTempPath(), "gill-world-tests", "clf-" + Guid.NewGuid().ToString("N")[..8] + ".safetensors");
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        string dir = ShapesWorldTests.NewFolder("clf-save");
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, "classifier.safetensors");
         model.Save(path);
         using var loaded = ShapesAttributeClassifier.Load(path);
         var scenes = ShapesAttributeClassifier.RandomScenes(50, 32, [.. model.Colors], [.. model.Shapes], [ShapesBackground.Black], 5);

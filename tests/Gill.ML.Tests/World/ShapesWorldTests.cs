@@ -6,10 +6,28 @@ namespace Gill.ML.Tests.World;
 [TestClass]
 public class ShapesWorldTests
 {
-    private static string NewFolder(string name)
+    private static readonly List<string> Created = [];
+
+    /// <summary>A fresh temporary path (not created), deleted after the class's tests.</summary>
+    internal static string NewFolder(string name)
     {
         string dir = Path.Combine(Path.GetTempPath(), "gill-world-tests", name + "-" + Guid.NewGuid().ToString("N")[..8]);
+        lock (Created) Created.Add(dir);
         return dir;
+    }
+
+    [ClassCleanup]
+    public static void DeleteFolders()
+    {
+        lock (Created)
+        {
+            foreach (var d in Created)
+            {
+                if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
+                else if (File.Exists(d)) File.Delete(d);
+            }
+            Created.Clear();
+        }
     }
 
     internal static ShapesWorldOptions Small(int seed = 7) => new()
@@ -54,6 +72,21 @@ public class ShapesWorldTests
         var c = ShapesWorld.Generate(small, NewFolder("det-c"));
         Assert.AreNotEqual(ha["train.tsv"], HashFiles(c.Folder)["train.tsv"]);
         Assert.AreNotEqual(a.OptionsHash, c.OptionsHash);
+    }
+
+    [TestMethod]
+    public void SplitsAreSeededIndependently()
+    {
+        ShapesWorldOptions Tiny(int validation) => new()
+        {
+            Seed = 11, Images = new ShapesSplitCounts(30, validation, 5), HeldOutImages = 5,
+            Stories = new ShapesSplitCounts(2, 1, 1), Dialogues = new ShapesSplitCounts(2, 1, 1), DecisionPrompts = new ShapesSplitCounts(2, 2, 2),
+        };
+        var a = ShapesWorld.Generate(Tiny(5), NewFolder("indep-a"));
+        var b = ShapesWorld.Generate(Tiny(9), NewFolder("indep-b"));
+        foreach (var f in new[] { "train.tsv", "test.tsv", "heldout.tsv", "stories.train.jsonl", "dialogues.test.jsonl" })
+            Assert.AreEqual(File.ReadAllText(Path.Combine(a.Folder, f)), File.ReadAllText(Path.Combine(b.Folder, f)), f);
+        Assert.AreNotEqual(File.ReadAllText(Path.Combine(a.Folder, "validation.tsv")), File.ReadAllText(Path.Combine(b.Folder, "validation.tsv")));
     }
 
     [TestMethod]
@@ -217,6 +250,10 @@ public class ShapesWorldTests
                     Assert.AreEqual((before.Color, before.Shape, before.Size), (after[1].Color, after[1].Shape, after[1].Size));
                     break;
             }
+            // No step undoes the one before it.
+            for (int i = 2; i < 5; i++)
+                if (s.Steps[i].Scene.Objects.Count == 1)
+                    Assert.AreNotEqual(s.Steps[i - 2].Scene, s.Steps[i].Scene, $"story {s.Id} step {i + 1} undoes step {i}");
             // Earlier steps name the object explicitly.
             for (int i = 1; i < 4; i++)
             {
@@ -292,7 +329,7 @@ public class ShapesWorldTests
     [TestMethod]
     public void UnwritableOutputFolderIsNamed()
     {
-        string file = Path.Combine(Path.GetTempPath(), "gill-world-tests", "not-a-folder-" + Guid.NewGuid().ToString("N")[..8]);
+        string file = NewFolder("not-a-folder");
         Directory.CreateDirectory(Path.GetDirectoryName(file)!);
         File.WriteAllText(file, "x");
         string target = Path.Combine(file, "world");
