@@ -94,3 +94,15 @@ internal static class GillTestData
         return result;
     }
 }
+
+internal static class TensorTestExtensions
+{
+    /// <summary>Exact equality of shape and values.</summary>
+    public static bool EqualTo(this Tensor a, Tensor b)
+    {
+        if (!a.shape.SequenceEqual(b.shape)) return false;
+        using var eq = a.eq(b);
+        using var all = eq.all();
+        return all.item<bool>();
+    }
+}
