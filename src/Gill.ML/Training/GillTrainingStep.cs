@@ -187,11 +187,20 @@ public sealed class GillTrainingStep : IDisposable
             for (int i = 0; i < index.Length; i++) newLabels[i / len, i % len] = flat[index[i]];
             labelsArr = newLabels;
             embeds = tokenEmbeds.reshape(b * t, -1).index_select(0, torch.tensor(index, device: device)).reshape(b / 2, len, -1);
+            var flatTokens = Flatten(tokens);
+            var imgIds = Model.ImgTokenIds;
             for (int i = 0; i < b; i += 2)
             {
                 rows[i] = rows[i + 1] = i / 2;
                 // The second example lost its BOS and follows the first one's unpadded part.
                 lastPos[i + 1] = pad[i] + lastPos[i + 1] - 1;
+                for (int e = i; e <= i + 1; e++)
+                    for (int j = 0; j < imgIds.Count; j++)
+                    {
+                        long p = (i / 2) * (long)len + lastPos[e] - (imgIds.Count - 1) + j;
+                        if (p < 0 || p >= index.Length || flatTokens[index[p]] != imgIds[j])
+                            throw new InvalidOperationException($"Concatenation misplaced the [IMG] group of example {e}.");
+                    }
             }
         }
         GillSequences.MaskNonFirstImgTokens(labelsArr, Model.PadTokenId, Model.ImgTokenIds);

@@ -236,6 +236,33 @@ public class GillTrainingTests
     }
 
     [TestMethod]
+    public void ConcatenationKeepsTheFirstExampleOfEachPairAndEveryEmbedding()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var io = Fixtures.Io(GillTestData.StepFixture);
+        using var model = GillTestData.LoadStepModel();
+        using var step = new GillTrainingStep(model, FastOptions());
+        var batch = GillTestData.StepBatch(io);
+        var plain = step.Forward(batch);
+        var paired = step.Forward(batch, new GillConcatenation(true, true, true));
+        CollectionAssert.AreEqual(plain.ImgHiddenStates.shape, paired.ImgHiddenStates.shape);
+        CollectionAssert.AreEqual(plain.RetrievalTextEmbedding.shape, paired.RetrievalTextEmbedding.shape);
+        // The LM is causal: the first example of each pair sees exactly what it saw alone.
+        var even = torch.tensor(new long[] { 0, 2 });
+        Fixtures.AssertClose(plain.ImgHiddenStates.index_select(0, even), paired.ImgHiddenStates.index_select(0, even), "first example of each pair");
+        // The second one now also sees its partner caption.
+        var odd = torch.tensor(new long[] { 1, 3 });
+        Assert.IsTrue((plain.ImgHiddenStates.index_select(0, odd) - paired.ImgHiddenStates.index_select(0, odd)).abs().max().item<float>() > 1e-3);
+        Assert.IsTrue(double.IsFinite(paired.Total.item<float>()));
+        Assert.AreNotEqual(plain.Captioning.item<float>(), paired.Captioning.item<float>());
+        // Only the generation pass concatenated: the retrieval pass keeps the unpaired states.
+        var genOnly = step.Forward(batch, new GillConcatenation(false, false, true));
+        Fixtures.AssertClose(plain.RetrievalTextEmbedding, genOnly.RetrievalTextEmbedding, "retrieval pass without concatenation");
+        Fixtures.AssertClose(paired.GenerationOutput, genOnly.GenerationOutput, "generation pass with concatenation");
+    }
+
+    [TestMethod]
     public void BadBatchesAreRejectedWithClearMessages()
     {
         var io = Fixtures.Io(GillTestData.StepFixture);
