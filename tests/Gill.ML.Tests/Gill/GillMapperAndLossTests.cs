@@ -10,6 +10,12 @@ namespace Gill.ML.Tests;
 [TestClass]
 public class GillMapperAndLossTests
 {
+    [ClassInitialize]
+    public static void Init(TestContext _) => GillTestThreads.Enter();
+
+    [ClassCleanup]
+    public static void Cleanup() => GillTestThreads.Leave();
+
     private static GillConfig MapperConfig(out int inDim)
     {
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir("gill-mapper-tiny"), "config.json")))!;

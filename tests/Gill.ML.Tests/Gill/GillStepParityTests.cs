@@ -9,6 +9,12 @@ namespace Gill.ML.Tests;
 [TestClass]
 public class GillStepParityTests
 {
+    [ClassInitialize]
+    public static void Init(TestContext _) => GillTestThreads.Enter();
+
+    [ClassCleanup]
+    public static void Cleanup() => GillTestThreads.Leave();
+
     private static GillTrainingOptions NoConcat() => new() { ConcatenationProbability = 0 };
 
     [TestMethod]

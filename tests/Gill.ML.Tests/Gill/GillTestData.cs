@@ -106,3 +106,23 @@ internal static class TensorTestExtensions
         return all.item<bool>();
     }
 }
+
+/// <summary>
+/// The tiny GILL tests run many small kernels; on a shared, oversubscribed CPU intra-op threads only add contention.
+/// Each GILL test class runs single-threaded and restores the previous setting afterwards.
+/// </summary>
+internal static class GillTestThreads
+{
+    private static int _saved;
+
+    public static void Enter()
+    {
+        _saved = torch.get_num_threads();
+        torch.set_num_threads(1);
+    }
+
+    public static void Leave()
+    {
+        if (_saved > 0) torch.set_num_threads(_saved);
+    }
+}

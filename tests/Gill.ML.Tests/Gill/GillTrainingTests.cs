@@ -9,6 +9,12 @@ namespace Gill.ML.Tests;
 [TestClass]
 public class GillTrainingTests
 {
+    [ClassInitialize]
+    public static void Init(TestContext _) => GillTestThreads.Enter();
+
+    [ClassCleanup]
+    public static void Cleanup() => GillTestThreads.Leave();
+
     private sealed class SyncProgress<T> : IProgress<T>
     {
         private readonly Action<T> _action;
