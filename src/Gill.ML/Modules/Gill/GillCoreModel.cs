@@ -265,7 +265,8 @@ public sealed class GillCoreModel : IDisposable
         var lastArr = last.cpu().data<long>().ToArray();
         int r = Config.NumTokens;
         long t = ids.shape[1];
-        using var cpuIds = ids.cpu();
+        using var cpuIds = ids.cpu().contiguous();
+        var flat = cpuIds.data<long>().ToArray();
         for (int b = 0; b < lastArr.Length; b++)
         {
             long end = lastArr[b];
@@ -273,7 +274,7 @@ public sealed class GillCoreModel : IDisposable
                 throw new ArgumentException($"Row {b}: caption_len {end + 1} does not leave room for {r} [IMG] tokens in a sequence of length {t}.");
             for (int i = 0; i < r; i++)
             {
-                long id = cpuIds[b, end - (r - 1) + i].item<long>();
+                long id = flat[b * t + end - (r - 1) + i];
                 if (id != _imgIds[i])
                     throw new ArgumentException($"Row {b}: position {end - (r - 1) + i} holds id {id}, expected [IMG{i}] = {_imgIds[i]} (the [IMG] group must end at caption_len − 1).");
             }
