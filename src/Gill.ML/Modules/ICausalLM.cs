@@ -69,6 +69,12 @@ public sealed class KVCache : IDisposable
     /// <summary>Number of cached positions (0 when empty).</summary>
     public long Length => _keys[0] is null ? 0 : _keys[0]!.shape[2];
 
+    /// <summary>Number of cached batch rows (0 when empty).</summary>
+    public long BatchSize => _keys[0] is null ? 0 : _keys[0]!.shape[0];
+
+    /// <summary>Number of layers the cache was created for.</summary>
+    public int NumLayers => _keys.Length;
+
     /// <summary>
     /// Appends this step's keys/values [B, heads, T, headDim] for a layer and returns the full keys/values (in the
     /// caller's dispose scope).
