@@ -88,6 +88,34 @@ internal static class GillSchema
         return mapping.GetOutputSchema(shape);
     }
 
+    /// <summary>Output carrier for a column of any type.</summary>
+    public sealed class AnyOutput<T>
+    {
+        public T Value = default!;
+    }
+
+    /// <summary>The <see cref="SchemaShape"/> of a data schema's visible columns (public replacement of the internal SchemaShape.Create).</summary>
+    public static SchemaShape ToShape(MLContext context, DataViewSchema schema)
+    {
+        var shape = new SchemaShape(Array.Empty<SchemaShape.Column>());
+        foreach (var c in schema.Where(c => !c.IsHidden))
+        {
+            var carrier = typeof(AnyOutput<>).MakeGenericType(c.Type.RawType);
+            var add = typeof(GillSchema).GetMethod(nameof(AddTyped), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!.MakeGenericMethod(carrier);
+            shape = (SchemaShape)add.Invoke(null, new object[] { context, shape, c.Name, c.Type })!;
+        }
+        return shape;
+    }
+
+    private static SchemaShape AddTyped<TOut>(MLContext context, SchemaShape shape, string name, DataViewType type) where TOut : class, new()
+    {
+        var outDef = SchemaDefinition.Create(typeof(TOut));
+        outDef[0].ColumnName = name;
+        outDef[0].ColumnType = type;
+        var inDef = SchemaDefinition.Create(typeof(NoInput));
+        return context.Transforms.CustomMapping<NoInput, TOut>((_, _) => { }, contractName: null, inDef, outDef).GetOutputSchema(shape);
+    }
+
     /// <summary>The output <see cref="DataViewSchema"/>: every input column (hidden ones included), then the outputs.</summary>
     public static DataViewSchema BuildOutputSchema(DataViewSchema input, IReadOnlyList<GillColumn> outputs)
     {
