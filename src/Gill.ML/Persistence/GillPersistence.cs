@@ -73,7 +73,9 @@ public static class GillStageRegistry
                     var m = t.GetMethod("LoadFrom", BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic, new[] { typeof(GillModelReader) });
                     if (m is null || !typeof(ITransformer).IsAssignableFrom(m.ReturnType))
                         throw new InvalidOperationException($"{t.FullName} is marked [GillStage(\"{attr.StageName}\")] but has no static LoadFrom(GillModelReader) returning a transformer.");
-                    Loaders.TryAdd(attr.StageName, r => (ITransformer)m.Invoke(null, new object[] { r })!);
+                    // Func<in T, out TResult> is covariant in its result, so the typed delegate is a loader as is.
+                    var loader = (Func<GillModelReader, ITransformer>)m.CreateDelegate(typeof(Func<,>).MakeGenericType(typeof(GillModelReader), m.ReturnType));
+                    Loaders.TryAdd(attr.StageName, loader);
                 }
             }
         }
