@@ -157,10 +157,9 @@ internal sealed class AffineTestTransformer : GillTransformerBase, IGillPersista
 
     public override IReadOnlyList<GillColumn> OutputColumns { get; }
 
-    public int LastBatchLiveTensors { get; private set; }
-
     protected override void ProcessBatch(GillBatch batch)
     {
+        Assert.IsFalse(torch.is_grad_enabled(), "batches run under no_grad");
         var x = batch.GetTensor(_input).view(batch.Count, 2, 2);
         if (batch.IsOutputActive("Out")) batch.SetOutput("Out", x * _w);
         var v = batch.GetFloatVectors(_input);
