@@ -25,8 +25,6 @@ public sealed class OnnxVisualEncoder : IPersistableVisualEncoder, IDisposable
     private readonly string _inputName;
     private readonly string _prepInputName = "";
     private readonly string _prepOutputName = "";
-    private readonly long[] _featureShape;
-    private readonly long[]? _embeddingShape;
     private bool _disposed;
 
     /// <summary>Options of an <see cref="OnnxVisualEncoder"/>.</summary>
@@ -75,12 +73,10 @@ public sealed class OnnxVisualEncoder : IPersistableVisualEncoder, IDisposable
             if (!_session.InputMetadata.ContainsKey(_inputName))
                 throw new ArgumentException($"ONNX model '{options.ModelPath}' has no input '{_inputName}' (inputs: {string.Join(", ", _session.InputMetadata.Keys)}).", nameof(options));
             OutputName = options.OutputName ?? _session.OutputMetadata.Keys.First();
-            _featureShape = OutputShape(OutputName);
-            FeatureSize = checked((int)_featureShape.Aggregate(1L, (a, b) => a * b));
+            FeatureSize = checked((int)OutputShape(OutputName).Aggregate(1L, (a, b) => a * b));
             if (options.EmbeddingOutputName is { } emb)
             {
-                _embeddingShape = OutputShape(emb);
-                EmbeddingSize = checked((int)_embeddingShape.Aggregate(1L, (a, b) => a * b));
+                EmbeddingSize = checked((int)OutputShape(emb).Aggregate(1L, (a, b) => a * b));
             }
             if (options.PreprocessorModelPath is { } prepPath)
             {
