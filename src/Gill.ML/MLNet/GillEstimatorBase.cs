@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using Microsoft.ML.Runtime;
 
 namespace Gill.ML.MLNet;
 
@@ -48,6 +49,17 @@ public abstract class GillEstimatorBase<TTransformer> : IEstimator<TTransformer>
         GillSchema.CheckInputs(input.Schema, TrainingColumns, StageName);
         return FitCore(input);
     }
+
+    /// <summary>
+    /// The seed of one <see cref="Fit"/>: <paramref name="explicitSeed"/> when given, otherwise drawn from the context's
+    /// seeded random source for this stage (so <c>new MLContext(seed)</c> makes fits reproducible). Record it in the
+    /// fitted transformer (and its saved manifest).
+    /// </summary>
+    protected int ResolveSeed(int? explicitSeed) =>
+        explicitSeed ?? ((IHostEnvironment)Context).Register("Gill." + StageName).Rand.Next();
+
+    /// <summary>Starts a channel whose messages reach <c>MLContext.Log</c> (dispose it when done).</summary>
+    protected IChannel StartChannel() => ((IHostEnvironment)Context).Start("Gill." + StageName);
 
     /// <summary>Trains or builds the transformer; the schema has been checked.</summary>
     protected abstract TTransformer FitCore(IDataView input);

@@ -67,6 +67,21 @@ public sealed class GillTransformerBaseTests
     }
 
     [TestMethod]
+    public void SeedsComeFromTheContextSeedAndMessagesReachTheLog()
+    {
+        int Draw(int contextSeed) => new AffineTestEstimator(new MLContext(contextSeed), "Vec", W, 2).Seed(null);
+        Assert.AreEqual(Draw(5), Draw(5));
+        Assert.AreNotEqual(Draw(5), Draw(6));
+        var ml = new MLContext(1);
+        var est = new AffineTestEstimator(ml, "Vec", W, 2);
+        Assert.AreEqual(42, est.Seed(42));
+        var log = new List<string>();
+        ml.Log += (_, e) => { lock (log) log.Add(e.Message); };
+        est.Log("hello from a stage");
+        Assert.IsTrue(log.Any(m => m.Contains("hello from a stage")), string.Join("\n", log));
+    }
+
+    [TestMethod]
     public void MissingColumnIsNamed()
     {
         var ml = new MLContext(1);

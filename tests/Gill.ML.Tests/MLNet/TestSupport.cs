@@ -220,6 +220,14 @@ internal sealed class AffineTestEstimator : GillEstimatorBase<AffineTestTransfor
 
     public int FitCalls { get; private set; }
 
+    public int Seed(int? explicitSeed) => ResolveSeed(explicitSeed);
+
+    public void Log(string message)
+    {
+        using var ch = StartChannel();
+        ch.Info(Microsoft.ML.Runtime.MessageSensitivity.None, message);
+    }
+
     protected override AffineTestTransformer FitCore(IDataView input)
     {
         FitCalls++;
