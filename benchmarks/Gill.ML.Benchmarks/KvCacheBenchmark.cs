@@ -11,11 +11,13 @@ internal sealed class KvCacheBenchmark : IBenchmark
 {
     public string Name => "KvCache";
 
-    public string Description => "tokens/s of greedy decoding with and without KV cache (random OPT d=256, 4 layers)";
+    public string Description => "tokens/s of greedy decoding with and without KV cache (random OPT d=256, 4 layers); args: [runs] [threads] [lengths, e.g. 64,256]";
 
     public int Run(string[] args)
     {
         int runs = args.Length > 0 ? int.Parse(args[0]) : 5;
+        if (args.Length > 1) torch.set_num_threads(int.Parse(args[1]));
+        var lengths = args.Length > 2 ? args[2].Split(',').Select(int.Parse).ToArray() : new[] { 64, 256 };
         var config = new OptConfig
         {
             VocabSize = 8192, HiddenSize = 256, FfnDim = 1024, NumHiddenLayers = 4, NumAttentionHeads = 4,
@@ -25,7 +27,7 @@ internal sealed class KvCacheBenchmark : IBenchmark
         using var gen = new Generator(7);
         var prompt = torch.randint(3, config.VocabSize, new long[] { 1, 16 }, generator: gen).DetachFromDisposeScope();
         Console.WriteLine($"random OPT d={config.HiddenSize}, {config.NumHiddenLayers} layers, vocab {config.VocabSize}, prompt 16 tokens, batch 1, threads {torch.get_num_threads()}, median of {runs}");
-        foreach (int n in new[] { 64, 256 })
+        foreach (int n in lengths)
         {
             var rates = new Dictionary<bool, double>();
             foreach (bool cache in new[] { true, false })

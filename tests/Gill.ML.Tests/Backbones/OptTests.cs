@@ -93,6 +93,44 @@ public class OptTests
     }
 
     [TestMethod]
+    public void ForwardOutputsBelongToTheCallersScope()
+    {
+        var io = Fixtures.Io(Fixture);
+        using var lm = CausalLM.Load(Fixtures.Dir(Fixture));
+        using var noGrad = no_grad();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 3; i++)
+        {
+            using var scope = NewDisposeScope();
+            using var cache = new KVCache(lm.Info.NumLayers);
+            var output = lm.Forward(new CausalLMInput { InputIds = io["input_ids"], AttentionMask = io["attention_mask"], OutputHiddenStates = true, Cache = cache });
+            Assert.AreEqual(3, output.HiddenStates!.Count);
+        }
+        Assert.AreEqual(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount, "forward leaked tensors out of the caller's scope");
+        foreach (var t in io.Values) t.Dispose();
+    }
+
+    [TestMethod]
+    public void GradientsFlowThroughTheNewPositionsOfACachedStep()
+    {
+        using var scope = NewDisposeScope();
+        var io = Fixtures.Io(Fixture);
+        using var lm = CausalLM.Load(Fixtures.Dir(Fixture));
+        var ids = io["input_ids"].narrow(0, 0, 1);
+        using var cache = new KVCache(lm.Info.NumLayers);
+        using (no_grad()) lm.Forward(new CausalLMInput { InputIds = ids.narrow(1, 0, 5), Cache = cache });
+        var embeds = lm.EmbedTokens(ids.narrow(1, 5, 2)).detach().requires_grad_(true);
+        var cached = lm.Forward(new CausalLMInput { InputsEmbeds = embeds, Cache = cache }).Logits!;
+        cached.select(1, 1).sum().backward();
+        var gradCached = embeds.grad!.clone();
+        var embeds2 = lm.EmbedTokens(ids.narrow(1, 5, 2)).detach().requires_grad_(true);
+        var full = lm.Forward(new CausalLMInput { InputsEmbeds = cat(new[] { lm.EmbedTokens(ids.narrow(1, 0, 5)), embeds2 }, 1) }).Logits!;
+        full.select(1, 6).sum().backward();
+        Fixtures.AssertClose(embeds2.grad!, gradCached, "gradient with a KV cache");
+        Assert.IsTrue(gradCached.select(1, 0).abs().sum().item<float>() > 0, "position 5 influences position 6 through its cached key/value");
+    }
+
+    [TestMethod]
     public void SetTrainableEnablesGradientsAndDropout()
     {
         using var scope = NewDisposeScope();
