@@ -318,6 +318,32 @@ public class OptTests
         finally { Directory.Delete(dir, true); }
     }
 
+    [TestMethod]
+    public void NoBiasAndNonAffineNormVariantRoundTrips()
+    {
+        using var scope = NewDisposeScope();
+        var config = new OptConfig
+        {
+            VocabSize = 40, HiddenSize = 16, WordEmbedProjDim = 16, FfnDim = 32, NumHiddenLayers = 1, NumAttentionHeads = 2,
+            MaxPositionEmbeddings = 16, EnableBias = false, LayerNormElementwiseAffine = false, ActivationFunction = "gelu",
+        };
+        using var lm = CausalLM.Create(config, seed: 3);
+        var keys = lm.state_dict().Keys.ToList();
+        Assert.IsFalse(keys.Any(k => k.EndsWith(".bias", StringComparison.Ordinal)), string.Join(", ", keys));
+        Assert.IsFalse(keys.Any(k => k.Contains("layer_norm", StringComparison.Ordinal)), string.Join(", ", keys));
+        var dir = Directory.CreateTempSubdirectory("gill-opt-nobias-").FullName;
+        try
+        {
+            CausalLM.Save(lm, dir);
+            using var again = CausalLM.Load(dir);
+            Assert.AreEqual(config, (OptConfig)again.Config);
+            var ids = tensor(new long[,] { { 2, 7, 9, 11 } });
+            using var noGrad = no_grad();
+            Fixtures.AssertClose(lm.Forward(new CausalLMInput { InputIds = ids }).Logits!, again.Forward(new CausalLMInput { InputIds = ids }).Logits!, "reloaded");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     internal static void AssertCloseMasked(Tensor expected, Tensor actual, Tensor mask, string what, double rel)
     {
         for (long b = 0; b < mask.shape[0]; b++)
