@@ -182,7 +182,7 @@ internal sealed class Gpt2LMHeadModel : CausalLMModel
 
     public override Tensor InputEmbeddingWeight => transformer.Wte.weight!;
 
-    public override Tensor EmbedTokens(Tensor inputIds) => transformer.Wte.forward(inputIds.to(InputEmbeddingWeight.device));
+    public override Tensor EmbedTokens(Tensor inputIds) => transformer.Wte.forward(inputIds.to(Device));
 
     public override CausalLMOutput forward(CausalLMInput input)
     {

@@ -172,7 +172,7 @@ internal sealed class OptForCausalLM : CausalLMModel
 
     public override Tensor InputEmbeddingWeight => model.Decoder.EmbedTokensModule.weight!;
 
-    public override Tensor EmbedTokens(Tensor inputIds) => model.Decoder.EmbedTokensModule.forward(inputIds.to(InputEmbeddingWeight.device));
+    public override Tensor EmbedTokens(Tensor inputIds) => model.Decoder.EmbedTokensModule.forward(inputIds.to(Device));
 
     public override CausalLMOutput forward(CausalLMInput input)
     {
