@@ -150,6 +150,27 @@ internal static class CausalLMCommon
         return torch.matmul(probs, v);
     }
 
+    /// <summary>
+    /// Appends this step's keys/values to the cache and returns past + new keys/values. The cache stores detached copies;
+    /// when the new keys/values carry gradients, the returned tensors keep them attached (past positions stay constant).
+    /// </summary>
+    public static (Tensor K, Tensor V) AppendToCache(KVCache cache, int layer, Tensor k, Tensor v)
+    {
+        var (kAll, vAll) = cache.Append(layer, k, v);
+        if (!k.requires_grad && !v.requires_grad) return (kAll, vAll);
+        long past = kAll.shape[2] - k.shape[2];
+        if (past == 0) return (k, v);
+        return (torch.cat(new[] { kAll.narrow(2, 0, past), k }, 2), torch.cat(new[] { vAll.narrow(2, 0, past), v }, 2));
+    }
+
+    /// <summary>Moves the distinct tensors of an output to the caller's dispose scope (each exactly once).</summary>
+    public static void MoveOut(Tensor last, Tensor? logits, List<Tensor>? hidden)
+    {
+        var moved = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var t in new[] { last, logits }.Concat(hidden ?? Enumerable.Empty<Tensor>()))
+            if (t is not null && moved.Add(t)) t.MoveToOuterDisposeScope();
+    }
+
     /// <summary>[B, T, H·D] → [B, H, T, D].</summary>
     public static Tensor SplitHeads(Tensor x, long heads) => x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2);
 

@@ -30,10 +30,25 @@ public abstract class CausalLMModel : nn.Module<CausalLMInput, CausalLMOutput>, 
     public CausalLMOutput Forward(CausalLMInput input) => forward(input);
 
     /// <inheritdoc />
-    public Device Device => InputEmbeddingWeight.device;
+    public Device Device
+    {
+        get
+        {
+            // the embedding getter may hand out a fresh handle: keep it in a local scope
+            using var scope = torch.NewDisposeScope();
+            return InputEmbeddingWeight.device;
+        }
+    }
 
     /// <inheritdoc />
-    public ScalarType DType => InputEmbeddingWeight.dtype;
+    public ScalarType DType
+    {
+        get
+        {
+            using var scope = torch.NewDisposeScope();
+            return InputEmbeddingWeight.dtype;
+        }
+    }
 
     /// <summary>
     /// Freezes (<c>false</c>: no parameter requires grad, evaluation mode) or unfreezes (<c>true</c>: every parameter

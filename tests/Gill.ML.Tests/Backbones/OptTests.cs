@@ -93,6 +93,44 @@ public class OptTests
     }
 
     [TestMethod]
+    public void ForwardOutputsBelongToTheCallersScope()
+    {
+        var io = Fixtures.Io(Fixture);
+        using var lm = CausalLM.Load(Fixtures.Dir(Fixture));
+        using var noGrad = no_grad();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 3; i++)
+        {
+            using var scope = NewDisposeScope();
+            using var cache = new KVCache(lm.Info.NumLayers);
+            var output = lm.Forward(new CausalLMInput { InputIds = io["input_ids"], AttentionMask = io["attention_mask"], OutputHiddenStates = true, Cache = cache });
+            Assert.AreEqual(3, output.HiddenStates!.Count);
+        }
+        Assert.AreEqual(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount, "forward leaked tensors out of the caller's scope");
+        foreach (var t in io.Values) t.Dispose();
+    }
+
+    [TestMethod]
+    public void GradientsFlowThroughTheNewPositionsOfACachedStep()
+    {
+        using var scope = NewDisposeScope();
+        var io = Fixtures.Io(Fixture);
+        using var lm = CausalLM.Load(Fixtures.Dir(Fixture));
+        var ids = io["input_ids"].narrow(0, 0, 1);
+        using var cache = new KVCache(lm.Info.NumLayers);
+        using (no_grad()) lm.Forward(new CausalLMInput { InputIds = ids.narrow(1, 0, 5), Cache = cache });
+        var embeds = lm.EmbedTokens(ids.narrow(1, 5, 2)).detach().requires_grad_(true);
+        var cached = lm.Forward(new CausalLMInput { InputsEmbeds = embeds, Cache = cache }).Logits!;
+        cached.select(1, 1).sum().backward();
+        var gradCached = embeds.grad!.clone();
+        var embeds2 = lm.EmbedTokens(ids.narrow(1, 5, 2)).detach().requires_grad_(true);
+        var full = lm.Forward(new CausalLMInput { InputsEmbeds = cat(new[] { lm.EmbedTokens(ids.narrow(1, 0, 5)), embeds2 }, 1) }).Logits!;
+        full.select(1, 6).sum().backward();
+        Fixtures.AssertClose(embeds2.grad!, gradCached, "gradient with a KV cache");
+        Assert.IsTrue(gradCached.select(1, 0).abs().sum().item<float>() > 0, "position 5 influences position 6 through its cached key/value");
+    }
+
+    [TestMethod]
     public void SetTrainableEnablesGradientsAndDropout()
     {
         using var scope = NewDisposeScope();
@@ -276,6 +314,32 @@ public class OptTests
             using var again = CausalLM.Load(dir);
             Assert.AreEqual(config with { }, (OptConfig)again.Config);
             Fixtures.AssertClose(full.Logits!, again.Forward(new CausalLMInput { InputIds = ids, AttentionMask = mask }).Logits!, "reloaded");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [TestMethod]
+    public void NoBiasAndNonAffineNormVariantRoundTrips()
+    {
+        using var scope = NewDisposeScope();
+        var config = new OptConfig
+        {
+            VocabSize = 40, HiddenSize = 16, WordEmbedProjDim = 16, FfnDim = 32, NumHiddenLayers = 1, NumAttentionHeads = 2,
+            MaxPositionEmbeddings = 16, EnableBias = false, LayerNormElementwiseAffine = false, ActivationFunction = "gelu",
+        };
+        using var lm = CausalLM.Create(config, seed: 3);
+        var keys = lm.state_dict().Keys.ToList();
+        Assert.IsFalse(keys.Any(k => k.EndsWith(".bias", StringComparison.Ordinal)), string.Join(", ", keys));
+        Assert.IsFalse(keys.Any(k => k.Contains("layer_norm", StringComparison.Ordinal)), string.Join(", ", keys));
+        var dir = Directory.CreateTempSubdirectory("gill-opt-nobias-").FullName;
+        try
+        {
+            CausalLM.Save(lm, dir);
+            using var again = CausalLM.Load(dir);
+            Assert.AreEqual(config, (OptConfig)again.Config);
+            var ids = tensor(new long[,] { { 2, 7, 9, 11 } });
+            using var noGrad = no_grad();
+            Fixtures.AssertClose(lm.Forward(new CausalLMInput { InputIds = ids }).Logits!, again.Forward(new CausalLMInput { InputIds = ids }).Logits!, "reloaded");
         }
         finally { Directory.Delete(dir, true); }
     }

@@ -55,7 +55,7 @@ internal sealed class Gpt2Attention : nn.Module
         var q = CausalLMCommon.SplitHeads(qkv[0], _heads) * _scale;
         var k = CausalLMCommon.SplitHeads(qkv[1], _heads);
         var v = CausalLMCommon.SplitHeads(qkv[2], _heads);
-        if (cache is not null) (k, v) = cache.Append(layer, k, v);
+        if (cache is not null) (k, v) = CausalLMCommon.AppendToCache(cache, layer, k, v);
         var o = CausalLMCommon.Attend(q, k, v, allowed, _attnDrop, training);
         var y = c_proj.forward(CausalLMCommon.MergeHeads(o));
         return training && _residDrop > 0 ? nn.functional.dropout(y, _residDrop, true) : y;
@@ -182,7 +182,7 @@ internal sealed class Gpt2LMHeadModel : CausalLMModel
 
     public override Tensor InputEmbeddingWeight => transformer.Wte.weight!;
 
-    public override Tensor EmbedTokens(Tensor inputIds) => transformer.Wte.forward(inputIds.to(InputEmbeddingWeight.device));
+    public override Tensor EmbedTokens(Tensor inputIds) => transformer.Wte.forward(inputIds.to(Device));
 
     public override CausalLMOutput forward(CausalLMInput input)
     {
@@ -194,9 +194,7 @@ internal sealed class Gpt2LMHeadModel : CausalLMModel
         var embeds = input.InputIds is { } ids ? EmbedTokens(ids.to(ScalarType.Int64)) : input.InputsEmbeds!.to(DType, device);
         var (last, all) = transformer.Forward(embeds, mask, input.AttentionMask is not null, past, input.Cache, input.OutputHiddenStates, _config.NPositions);
         var logits = input.ComputeLogits ? nn.functional.linear(last, InputEmbeddingWeight) : null;
-        last.MoveToOuterDisposeScope();
-        logits?.MoveToOuterDisposeScope();
-        all?.ForEach(h => h.MoveToOuterDisposeScope());
+        CausalLMCommon.MoveOut(last, logits, all);
         return new CausalLMOutput { LastHiddenState = last, Logits = logits, HiddenStates = all };
     }
 

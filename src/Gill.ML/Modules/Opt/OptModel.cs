@@ -29,7 +29,7 @@ internal sealed class OptAttention : nn.Module
         var q = CausalLMCommon.SplitHeads(q_proj.forward(x) * _scaling, _heads);
         var k = CausalLMCommon.SplitHeads(k_proj.forward(x), _heads);
         var v = CausalLMCommon.SplitHeads(v_proj.forward(x), _heads);
-        if (cache is not null) (k, v) = cache.Append(layer, k, v);
+        if (cache is not null) (k, v) = CausalLMCommon.AppendToCache(cache, layer, k, v);
         var o = CausalLMCommon.Attend(q, k, v, allowed, _dropout, training);
         return out_proj.forward(CausalLMCommon.MergeHeads(o));
     }
@@ -172,7 +172,7 @@ internal sealed class OptForCausalLM : CausalLMModel
 
     public override Tensor InputEmbeddingWeight => model.Decoder.EmbedTokensModule.weight!;
 
-    public override Tensor EmbedTokens(Tensor inputIds) => model.Decoder.EmbedTokensModule.forward(inputIds.to(InputEmbeddingWeight.device));
+    public override Tensor EmbedTokens(Tensor inputIds) => model.Decoder.EmbedTokensModule.forward(inputIds.to(Device));
 
     public override CausalLMOutput forward(CausalLMInput input)
     {
@@ -184,9 +184,7 @@ internal sealed class OptForCausalLM : CausalLMModel
         var embeds = input.InputIds is { } ids ? EmbedTokens(ids.to(ScalarType.Int64)) : input.InputsEmbeds!.to(DType, device);
         var (last, all) = model.Decoder.Forward(embeds, mask, past, input.Cache, input.OutputHiddenStates, _config.MaxPositionEmbeddings);
         var logits = input.ComputeLogits ? nn.functional.linear(last, InputEmbeddingWeight) : null;
-        last.MoveToOuterDisposeScope();
-        logits?.MoveToOuterDisposeScope();
-        all?.ForEach(h => h.MoveToOuterDisposeScope());
+        CausalLMCommon.MoveOut(last, logits, all);
         return new CausalLMOutput { LastHiddenState = last, Logits = logits, HiddenStates = all };
     }
 
