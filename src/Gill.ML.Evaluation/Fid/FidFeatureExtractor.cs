@@ -36,18 +36,30 @@ public sealed class FidFeatureExtractorOptions
 /// </remarks>
 public sealed class FidFeatureExtractor : IDisposable
 {
-    private readonly Fid.FidInceptionV3 _net;
+    private readonly nn.Module<Tensor, Tensor> _net;
     private readonly FidFeatureExtractorOptions _options;
     private readonly Device _device;
+    private readonly long _inputSize;
 
     /// <summary>Size of the features (2048).</summary>
-    public int FeatureSize => Fid.FidInceptionV3.FeatureSize;
+    public int FeatureSize { get; }
 
     private FidFeatureExtractor(Fid.FidInceptionV3 net, FidFeatureExtractorOptions options)
+        : this(net, Fid.FidInceptionV3.FeatureSize, 299, options)
+    {
+    }
+
+    /// <summary>
+    /// An extractor around any network mapping <c>[N, 3, S, S]</c> in [−1, 1] to <c>[N, featureSize]</c> (the file
+    /// streaming and statistics code is the same; used by tests with a small network).
+    /// </summary>
+    internal FidFeatureExtractor(nn.Module<Tensor, Tensor> net, int featureSize, long inputSize, FidFeatureExtractorOptions options)
     {
         _options = options;
         _device = options.Device ?? CPU;
         _net = net;
+        _inputSize = inputSize;
+        FeatureSize = featureSize;
         _net.eval();
         _net.to(_device);
     }
@@ -83,14 +95,14 @@ public sealed class FidFeatureExtractor : IDisposable
     }
 
     /// <summary>
-    /// Preprocesses one image: <c>[3, H, W]</c> in [0, 1] → <c>[3, 299, 299]</c> in [−1, 1] on the extractor's device.
+    /// Preprocesses one image: <c>[3, H, W]</c> in [0, 1] → <c>[3, 299, 299]</c> (the network's input size) in [−1, 1] on the extractor's device.
     /// </summary>
     internal Tensor Preprocess(Tensor image, int index)
     {
         ImageChecks.CheckRgb01(image, index, "FID");
         using var scope = NewDisposeScope();
         var x = image.to(ScalarType.Float32).to(_device).unsqueeze(0);
-        x = F.interpolate(x, new long[] { 299, 299 }, mode: InterpolationMode.Bilinear, align_corners: false);
+        x = F.interpolate(x, new long[] { _inputSize, _inputSize }, mode: InterpolationMode.Bilinear, align_corners: false);
         return (x.squeeze(0) * 2 - 1).MoveToOuterDisposeScope();
     }
 

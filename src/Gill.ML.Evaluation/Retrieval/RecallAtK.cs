@@ -45,9 +45,10 @@ public sealed class RecallAtKOptions : BootstrapOptions
 /// </summary>
 public sealed class RecallAtKMetrics
 {
-    internal RecallAtKMetrics(RetrievalDirection direction, int[] ks, int[] ranks, int galleryCount, IReadOnlyDictionary<int, ConfidenceInterval?> intervals)
+    internal RecallAtKMetrics(RetrievalDirection direction, int[] ks, int[] ranks, int[] queryIndices, int galleryCount, IReadOnlyDictionary<int, ConfidenceInterval?> intervals)
     {
         Direction = direction;
+        QueryIndices = queryIndices.ToArray();
         Ks = ks.ToArray();
         Ranks = ranks.ToArray();
         N = ranks.Length;
@@ -81,6 +82,12 @@ public sealed class RecallAtKMetrics
     /// <summary>Per query, the 1-based rank of its best positive among the non-excluded gallery items.</summary>
     public IReadOnlyList<int> Ranks { get; }
 
+    /// <summary>
+    /// Index of each evaluated query in its input list. In <see cref="RetrievalDirection.ImageToText"/>, images that are
+    /// no text's positive have nothing to retrieve and are skipped.
+    /// </summary>
+    public IReadOnlyList<int> QueryIndices { get; }
+
     /// <summary>Mean of <see cref="Ranks"/>.</summary>
     public double MeanRank { get; }
 
@@ -89,7 +96,7 @@ public sealed class RecallAtKMetrics
     {
         var cols = new List<DataFrameColumn>
         {
-            new Int32DataFrameColumn("Query", Enumerable.Range(0, N)),
+            new Int32DataFrameColumn("Query", QueryIndices),
             new Int32DataFrameColumn("Rank", Ranks),
         };
         foreach (var k in Ks.Distinct()) cols.Add(new BooleanDataFrameColumn($"HitAt{k}", Ranks.Select(r => r <= k)));
@@ -146,12 +153,16 @@ internal static class RecallAtKEvaluator
         var g2 = Normalise(gallery, "gallery", options.Similarity);
         if (q2[0].Length != g2[0].Length)
             throw new ArgumentException($"Query embeddings have {q2[0].Length} values but gallery embeddings have {g2[0].Length}.");
-        var ranks = new int[q2.Length];
+        var ranks = new List<int>();
+        var queryIndices = new List<int>();
         var scores = new double[g2.Length];
         for (int q = 0; q < q2.Length; q++)
         {
             if (pos[q].Length == 0)
-                throw new ArgumentException($"{(direction == RetrievalDirection.TextToImage ? "Text" : "Image")} query {q} has no positive item; every query needs at least one.", nameof(positives));
+            {
+                if (direction == RetrievalDirection.ImageToText) continue;
+                throw new ArgumentException($"Text query {q} has no positive image; every text needs at least one.", nameof(positives));
+            }
             for (int g = 0; g < g2.Length; g++) scores[g] = Dot(q2[q], g2[g]);
             var ex = exc is null ? null : new HashSet<int>(exc[q]);
             double best = double.NegativeInfinity;
@@ -162,12 +173,14 @@ internal static class RecallAtKEvaluator
             int rank = 1;
             for (int g = 0; g < g2.Length; g++)
                 if (scores[g] > best && (ex is null || !ex.Contains(g))) rank++;
-            ranks[q] = rank;
+            ranks.Add(rank);
+            queryIndices.Add(q);
         }
+        if (ranks.Count == 0) throw new ArgumentException("No image is the positive of any text: there is nothing to retrieve.", nameof(positives));
         var intervals = new Dictionary<int, ConfidenceInterval?>();
         foreach (var k in options.Ks.Distinct())
             intervals[k] = Bootstrap.MeanInterval(ranks.Select(r => r <= k ? 1.0 : 0.0).ToArray(), options);
-        return new RecallAtKMetrics(direction, options.Ks, ranks, g2.Length, intervals);
+        return new RecallAtKMetrics(direction, options.Ks, ranks.ToArray(), queryIndices.ToArray(), g2.Length, intervals);
     }
 
     private static int[][] Invert(IReadOnlyList<int[]> lists, int targetCount)

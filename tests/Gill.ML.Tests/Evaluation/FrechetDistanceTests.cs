@@ -120,7 +120,7 @@ public class FrechetDistanceTests
         using var a = Npy.Load(Path.Combine(Fixtures.Dir("losses"), "fid_feats_a.npy"));
         using var b = Npy.Load(Path.Combine(Fixtures.Dir("losses"), "fid_feats_b.npy"));
         var eval = new MLContext(1).Gill().Evaluation;
-        var o = new FidOptions { BootstrapResamples = 20, Seed = 7 };
+        var o = new FidOptions { BootstrapResamples = 5, Seed = 7 };
         var m1 = eval.Fid(a, b, o);
         var m2 = eval.Fid(a, b, o);
         Assert.IsNotNull(m1.ConfidenceInterval);
