@@ -81,7 +81,7 @@ internal static class FidEvaluator
         long nx = x.shape[0], ny = y.shape[0];
         int m = (int)Math.Min(options.SubsetSize, Math.Min(nx, ny));
         double gamma = options.Gamma ?? 1.0 / x.shape[1];
-        var gen = new torch.Generator((ulong)options.Seed);
+        using var gen = new torch.Generator((ulong)options.Seed);
         var values = new double[options.Subsets];
         for (int s = 0; s < options.Subsets; s++)
         {
