@@ -26,6 +26,7 @@ internal sealed class EvalCommandProvider : ICommandProvider
         eval.Subcommands.Add(Fid());
         eval.Subcommands.Add(Lpips());
         eval.Subcommands.Add(Recall());
+        eval.Subcommands.Add(ClipSim());
         eval.Subcommands.Add(ClipSimEmbeddings());
         eval.Subcommands.Add(Bleu());
         return eval;
@@ -252,6 +253,37 @@ internal sealed class EvalCommandProvider : ICommandProvider
                 foreach (var k in m.Ks.Distinct()) t.AddRow($"R@{k}", F(m.Recall[k]), Ci(m.ConfidenceIntervals[k]));
                 t.AddRow("mean rank", F(m.MeanRank), "");
                 t.AddRow("queries / gallery", $"{m.N} / {m.GallerySize}", "");
+                AnsiConsole.Write(t);
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+
+    // ------------------------------------------------------------------ clip-sim
+
+    private static Command ClipSim()
+    {
+        var a = new Argument<string>("DIR_A") { Description = "Generated images folder" };
+        var b = new Argument<string>("DIR_B") { Description = "Reference images folder (paired by file name)" };
+        var checkpoint = new Option<string>("--checkpoint") { Description = "CLIP folder with a visual projection (CLIPModel or CLIPVisionModelWithProjection)", Required = true };
+        var json = JsonOption();
+        var cmd = new Command("clip-sim", "CLIP similarity: cosine of projected CLIP image embeddings of image pairs matched by file name (GILL's compute_clip_similarity)");
+        cmd.Arguments.Add(a);
+        cmd.Arguments.Add(b);
+        cmd.Options.Add(checkpoint);
+        cmd.Options.Add(json);
+        cmd.SetAction(r => Run(() =>
+        {
+            using var embedder = Gill.ML.Evaluation.ClipSimilarity.ClipImageEmbedder.Load(r.GetValue(checkpoint)!);
+            var m = new MLContext(0).Gill().Evaluation.ClipSimilarityFromFolders(embedder, r.GetValue(a)!, r.GetValue(b)!);
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new { clip_similarity = m.Value, n = m.N, std = m.StandardDeviation, ci95 = m.ConfidenceInterval is { } c ? new[] { c.Lower, c.Upper } : null, scores = m.Scores }, Json));
+            else
+            {
+                var t = new Table().AddColumns("Metric", "Value", "95% CI");
+                t.AddRow("CLIP similarity (projected embeddings)", F(m.Value), Ci(m.ConfidenceInterval));
+                t.AddRow("N", m.N.ToString(CultureInfo.InvariantCulture), "");
                 AnsiConsole.Write(t);
             }
             return 0;
