@@ -277,16 +277,7 @@ internal sealed class EvalCommandProvider : ICommandProvider
         {
             using var embedder = Gill.ML.Evaluation.ClipSimilarity.ClipImageEmbedder.Load(r.GetValue(checkpoint)!);
             var m = new MLContext(0).Gill().Evaluation.ClipSimilarityFromFolders(embedder, r.GetValue(a)!, r.GetValue(b)!);
-            if (r.GetValue(json))
-                Console.WriteLine(JsonSerializer.Serialize(new { clip_similarity = m.Value, n = m.N, std = m.StandardDeviation, ci95 = m.ConfidenceInterval is { } c ? new[] { c.Lower, c.Upper } : null, scores = m.Scores }, Json));
-            else
-            {
-                var t = new Table().AddColumns("Metric", "Value", "95% CI");
-                t.AddRow("CLIP similarity (projected embeddings)", F(m.Value), Ci(m.ConfidenceInterval));
-                t.AddRow("N", m.N.ToString(CultureInfo.InvariantCulture), "");
-                AnsiConsole.Write(t);
-            }
-            return 0;
+            return PrintClipSimilarity(m, r.GetValue(json), "CLIP similarity (projected embeddings)");
         }));
         return cmd;
     }
@@ -303,18 +294,23 @@ internal sealed class EvalCommandProvider : ICommandProvider
         cmd.SetAction(r => Run(() =>
         {
             var m = new MLContext(0).Gill().Evaluation.ClipSimilarity(Matrix(r.GetValue(gen)!, "generated embedding"), Matrix(r.GetValue(refs)!, "reference embedding"));
-            if (r.GetValue(json))
-                Console.WriteLine(JsonSerializer.Serialize(new { clip_similarity = m.Value, n = m.N, std = m.StandardDeviation, ci95 = m.ConfidenceInterval is { } c ? new[] { c.Lower, c.Upper } : null, scores = m.Scores }, Json));
-            else
-            {
-                var t = new Table().AddColumns("Metric", "Value", "95% CI");
-                t.AddRow("CLIP similarity", F(m.Value), Ci(m.ConfidenceInterval));
-                t.AddRow("N", m.N.ToString(CultureInfo.InvariantCulture), "");
-                AnsiConsole.Write(t);
-            }
-            return 0;
+            return PrintClipSimilarity(m, r.GetValue(json), "CLIP similarity");
         }));
         return cmd;
+    }
+
+    private static int PrintClipSimilarity(ClipSimilarityMetrics m, bool json, string label)
+    {
+        if (json)
+            Console.WriteLine(JsonSerializer.Serialize(new { clip_similarity = m.Value, n = m.N, std = m.StandardDeviation, ci95 = m.ConfidenceInterval is { } c ? new[] { c.Lower, c.Upper } : null, scores = m.Scores }, Json));
+        else
+        {
+            var t = new Table().AddColumns("Metric", "Value", "95% CI");
+            t.AddRow(Markup.Escape(label), F(m.Value), Ci(m.ConfidenceInterval));
+            t.AddRow("N", m.N.ToString(CultureInfo.InvariantCulture), "");
+            AnsiConsole.Write(t);
+        }
+        return 0;
     }
 
     // ------------------------------------------------------------------ bleu
