@@ -28,9 +28,23 @@ public sealed class ResNet18Features : IImageEmbedder, IDisposable
         _owns = ownsEncoder;
     }
 
-    /// <summary>Opens the ResNet-18 of the DnnImageFeaturizer package (<c>DnnImageModels/</c> beside the application by default).</summary>
+    /// <summary>
+    /// Opens the ResNet-18 of the DnnImageFeaturizer package. <paramref name="modelsFolder"/> is its <c>DnnImageModels</c>
+    /// folder; by default the one beside the application, else the one beside Gill.ML.dll (as in a notebook that
+    /// references a build output).
+    /// </summary>
     /// <exception cref="FileNotFoundException">The ONNX files are not in <paramref name="modelsFolder"/>.</exception>
-    public static ResNet18Features Load(string? modelsFolder = null) => new(OnnxVisualEncoder.ResNet18(modelsFolder), ownsEncoder: true);
+    public static ResNet18Features Load(string? modelsFolder = null) => new(OnnxVisualEncoder.ResNet18(modelsFolder ?? DefaultModelsFolder()), ownsEncoder: true);
+
+    /// <summary>The <c>DnnImageModels</c> folder beside the application, else beside Gill.ML.dll.</summary>
+    public static string DefaultModelsFolder()
+    {
+        var app = Path.Combine(AppContext.BaseDirectory, "DnnImageModels");
+        if (Directory.Exists(app)) return app;
+        var library = Path.GetDirectoryName(typeof(OnnxVisualEncoder).Assembly.Location);
+        if (!string.IsNullOrEmpty(library) && Directory.Exists(Path.Combine(library, "DnnImageModels"))) return Path.Combine(library, "DnnImageModels");
+        return app;
+    }
 
     /// <summary>Feature dimension (512 for ResNet-18).</summary>
     public int Dimension => _encoder.FeatureSize;
@@ -92,10 +106,14 @@ public sealed class ResNet18Features : IImageEmbedder, IDisposable
         return ToRows(f);
     }
 
-    internal static float[][] ToRows(Tensor features)
+    /// <summary>The rows of a <c>[N, D]</c> feature tensor (e.g. from <see cref="Embed"/>) as arrays.</summary>
+    public static float[][] ToRows(Tensor features)
     {
-        long n = features.shape[0], d = features.shape[1];
-        var data = features.contiguous().data<float>().ToArray();
+        ArgumentNullException.ThrowIfNull(features);
+        if (features.dim() != 2) throw new ArgumentException($"Features must be [N, D]; got {Gill.ML.Serialization.SafeTensors.FormatShape(features.shape)}.", nameof(features));
+        using var f = features.detach().cpu().to(ScalarType.Float32).contiguous();
+        long n = f.shape[0], d = f.shape[1];
+        var data = f.data<float>().ToArray();
         var rows = new float[n][];
         for (long i = 0; i < n; i++) rows[i] = data.AsSpan((int)(i * d), (int)d).ToArray();
         return rows;
