@@ -27,9 +27,19 @@ public static class EmbeddedDefaultEvaluation
             return catalog.FrechetResNet18(a, b, options);
         }
 
-        /// <summary>FD-ResNet18 from ResNet-18 feature matrices <c>[N, 512]</c> already computed.</summary>
-        public FrechetResNet18Metrics FrechetResNet18(Tensor generatedFeatures, Tensor referenceFeatures, FidOptions? options = null) =>
-            new(catalog.Fid(generatedFeatures, referenceFeatures, options));
+        /// <summary>
+        /// FD-ResNet18 from ResNet-18 feature matrices <c>[N, 512]</c> already computed. Sets with no more samples than
+        /// dimensions use the exact low-rank form (the nuclear norm of the N₁ × N₂ cross-product), larger ones the FID code.
+        /// </summary>
+        public FrechetResNet18Metrics FrechetResNet18(Tensor generatedFeatures, Tensor referenceFeatures, FidOptions? options = null)
+        {
+            ArgumentNullException.ThrowIfNull(generatedFeatures);
+            ArgumentNullException.ThrowIfNull(referenceFeatures);
+            options ??= new FidOptions();
+            if (generatedFeatures.dim() == 2 && referenceFeatures.dim() == 2 && LowRankFrechet.Applies(generatedFeatures, referenceFeatures))
+                return new(LowRankFrechet.Compute(generatedFeatures, referenceFeatures, options));
+            return new(catalog.Fid(generatedFeatures, referenceFeatures, options));
+        }
 
         /// <summary>FD-ResNet18 of the images of two folders (all images of each; not paired).</summary>
         /// <exception cref="ArgumentException">A folder has fewer than 2 images.</exception>
@@ -38,9 +48,9 @@ public static class EmbeddedDefaultEvaluation
             ArgumentNullException.ThrowIfNull(features);
             var a = ListAtLeastTwo(generatedFolder, nameof(generatedFolder));
             var b = ListAtLeastTwo(referenceFolder, nameof(referenceFolder));
-            var fa = features.EmbedFiles(a, cancellationToken);
-            var fb = features.EmbedFiles(b, cancellationToken);
-            return new FrechetResNet18Metrics(catalog.Fid(fa, fb, options));
+            using var fa = FidEvaluator.ToMatrix(features.EmbedFiles(a, cancellationToken), "generated features");
+            using var fb = FidEvaluator.ToMatrix(features.EmbedFiles(b, cancellationToken), "reference features");
+            return catalog.FrechetResNet18(fa, fb, options);
         }
 
         /// <summary>

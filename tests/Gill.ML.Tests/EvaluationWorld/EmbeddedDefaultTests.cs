@@ -147,3 +147,31 @@ public sealed class EmbeddedDefaultTests
         Assert.ThrowsExactly<FileNotFoundException>(() => ResNet18Features.Load(Path.Combine(Path.GetTempPath(), "no-such-models-folder")));
     }
 }
+
+/// <summary>The low-rank Fréchet form against the FID code (eigen-decompositions of D × D matrices).</summary>
+[TestClass]
+public sealed class LowRankFrechetTests
+{
+    [TestMethod]
+    [DataRow(12, 20, 64)]
+    [DataRow(30, 30, 64)]
+    [DataRow(5, 64, 64)]
+    public void MatchesTheFullFrechetDistance(int n1, int n2, int d)
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.random.manual_seed(n1 * 100 + n2);
+        var a = torch.randn(n1, d) * 2 + 0.5;
+        var b = torch.randn(n2, d).matmul(torch.randn(d, d) * 0.3) - 0.2;
+        var eval = new Microsoft.ML.MLContext(seed: 1).Gill().Evaluation;
+        var full = eval.Fid(a, b);
+        var low = eval.FrechetResNet18(a, b);
+        Assert.AreEqual(full.Value, low.Value, 1e-6 * Math.Max(1, full.Value), $"low-rank {low.Value} vs full {full.Value}");
+        Assert.AreEqual(full.MeanTerm, low.Distance.MeanTerm, 1e-9 * Math.Max(1, full.MeanTerm));
+        Assert.AreEqual(full.TraceTerm, low.Distance.TraceTerm, 1e-6 * Math.Max(1, Math.Abs(full.TraceTerm)));
+        var self = eval.FrechetResNet18(a, a.clone());
+        Assert.IsTrue(Math.Abs(self.Value) < 1e-8 * Math.Max(1, full.Value), $"self distance {self.Value}");
+        var withCi = eval.FrechetResNet18(a, b, new FidOptions { BootstrapResamples = 20, Seed = 3 });
+        Assert.IsNotNull(withCi.ConfidenceInterval);
+        Assert.AreEqual(withCi.ConfidenceInterval, eval.FrechetResNet18(a, b, new FidOptions { BootstrapResamples = 20, Seed = 3 }).ConfidenceInterval, "seeded");
+    }
+}
