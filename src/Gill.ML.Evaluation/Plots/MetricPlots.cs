@@ -161,9 +161,18 @@ public static class MetricPlots
                 canvas.DrawPath(path, line);
                 if (p.Y.Count <= 50)
                     for (int i = 0; i < p.Y.Count; i++) canvas.DrawCircle(MapX(p.X[i]), mapY(p.Y[i]), 3f, dot);
-                float ly = area.Top + 14 + 16 * s;
+            }
+            using var box = new SKPaint { Style = SKPaintStyle.Fill, Color = new SKColor(255, 255, 255, 220) };
+            using var frame = new SKPaint { IsAntialias = true, Style = SKPaintStyle.Stroke, StrokeWidth = 1, Color = new SKColor(0xb0, 0xb0, 0xb0) };
+            var legendBox = new SKRect(area.Right - 136, area.Top + 2, area.Right - 2, area.Top + 8 + 16 * series.Count);
+            canvas.DrawRect(legendBox, box);
+            canvas.DrawRect(legendBox, frame);
+            for (int s = 0; s < series.Count; s++)
+            {
+                line.Color = Palette[s % Palette.Length];
+                float ly = area.Top + 18 + 16 * s;
                 canvas.DrawLine(area.Right - 130, ly - 4, area.Right - 110, ly - 4, line);
-                canvas.DrawText(Fit(p.Name, legend, 100), area.Right - 104, ly, legend);
+                canvas.DrawText(Fit(series[s].Name, legend, 100), area.Right - 104, ly, legend);
             }
         });
     }
