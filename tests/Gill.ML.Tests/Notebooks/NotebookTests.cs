@@ -23,6 +23,8 @@ public sealed class NotebookTests
         "Gill.ML.dll", "Gill.ML.Evaluation.dll", "TorchSharp.dll", "Microsoft.ML.dll", "Microsoft.ML.Core.dll",
         "Microsoft.ML.Data.dll", "Microsoft.ML.DataView.dll", "Microsoft.ML.ImageAnalytics.dll", "Microsoft.Data.Analysis.dll",
         "Microsoft.ML.Tokenizers.dll", "SkiaSharp.dll", "Microsoft.ML.OnnxRuntime.dll",
+        // display(...) and HTML(...) of Polyglot Notebooks (Microsoft.DotNet.Interactive.Kernel's static helpers).
+        "Microsoft.DotNet.Interactive.dll", "Microsoft.DotNet.Interactive.Formatting.dll", "Microsoft.AspNetCore.Html.Abstractions.dll",
     };
 
     public static IEnumerable<object[]> Notebooks()
