@@ -139,6 +139,7 @@ public sealed class GillModel : IDisposable
         var retrievalTime = new Stopwatch();
 
         using var noGrad = torch.no_grad();
+        using var batchScope = torch.NewDisposeScope();
         var encoded = new List<EncodedPrompt>();
         try
         {
@@ -170,7 +171,8 @@ public sealed class GillModel : IDisposable
 
     private EncodedPrompt EncodePrompt(IReadOnlyList<GillPromptPart> parts, GillGenerationOptions options, Stopwatch visualTime, Stopwatch lmTime, int row)
     {
-        if (parts.Count == 0) throw new ArgumentException($"Prompt {row} is empty: give at least one text or image part.");
+        if (parts.Count == 0 || parts.All(p => p is GillTextInput t && string.IsNullOrEmpty(t.Text)))
+            throw new ArgumentException($"Prompt {row} is empty: give at least one non-empty text or image part.");
         using var scope = torch.NewDisposeScope();
         var pieces = new List<Tensor>();
         var shown = new List<string>();
@@ -531,7 +533,7 @@ public sealed class GillModel : IDisposable
 
     private string DecodeText(List<int> ids) => ids.Count == 0 ? "" : Tokenizer.Decode(ids, skipSpecialTokens: true);
 
-    private static string FirstSentence(string text)
+    internal static string FirstSentence(string text)
     {
         int cut = text.IndexOfAny(new[] { '.', '\n' });
         return cut < 0 ? text : text[..(text[cut] == '.' ? cut + 1 : cut)];
