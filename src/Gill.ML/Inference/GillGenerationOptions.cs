@@ -108,6 +108,9 @@ public sealed class GillGenerationOptions
     /// <summary>Candidates whose cosine similarity to the query or to an already chosen example exceeds this are skipped.</summary>
     public double ContextDedupThreshold { get; set; } = 0.9;
 
+    /// <summary>Called with (row, token id) for each sampled token as it is chosen (for streaming); forced [IMG] tokens are not reported.</summary>
+    public Action<int, int>? TokenCallback { get; set; }
+
     /// <summary>Checks every value.</summary>
     public void Validate()
     {

@@ -401,6 +401,7 @@ public sealed class GillModel : IDisposable
                     {
                         tok = next[i];
                         sampled[i]++;
+                        o.TokenCallback?.Invoke(i, (int)tok);
                         if (tok == img0)
                         {
                             images[i]++;
