@@ -25,6 +25,9 @@ public sealed class GillModelLoadOptions
     /// <summary>Image generator to use instead of the manifest's <c>generator</c> entry (owned by the model).</summary>
     public IImageGenerator? ImageGenerator { get; init; }
 
+    /// <summary>Open the manifest's retrieval gallery and context memory (off when (re)building them).</summary>
+    public bool LoadIndexes { get; init; } = true;
+
     /// <summary>Verify the retrieval index checksum on load (reads the whole file once).</summary>
     public bool VerifyIndexChecksum { get; init; } = true;
 }
@@ -186,13 +189,13 @@ public static class GillModelFolder
             }
             byte[] hash = GillRetrievalIndex.ComputeModelHash(core, encoder);
             GillRetrievalIndex? gallery = null;
-            if (m.Index is { } idx)
+            if (options.LoadIndexes && m.Index is { } idx)
             {
                 gallery = GillRetrievalIndex.Open(Resolve(idx), hash, options.VerifyIndexChecksum);
                 disposables.Add(gallery);
             }
             GillContextMemory? memory = null;
-            if (m.Memory is { } mem)
+            if (options.LoadIndexes && m.Memory is { } mem)
             {
                 var memIndex = GillRetrievalIndex.Open(Resolve(mem.Index), hash, options.VerifyIndexChecksum);
                 disposables.Add(memIndex);
