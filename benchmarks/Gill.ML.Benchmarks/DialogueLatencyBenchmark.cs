@@ -15,7 +15,7 @@ namespace Gill.ML.Benchmarks;
 /// <summary>
 /// One dialogue turn on a small random GILL (OPT 4×256 over the GPT-2 tokenizer, random heads, 50k-image random gallery,
 /// the tiny ONNX Stable Diffusion fixture as generator), split into visual encoding, LM, retrieval and generation.
-/// Args: [--gallery N] [--tokens N].
+/// Args: [--gallery N] [--tokens N] [--threads N].
 /// </summary>
 internal sealed class DialogueLatencyBenchmark : IBenchmark
 {
@@ -30,6 +30,7 @@ internal sealed class DialogueLatencyBenchmark : IBenchmark
         {
             if (args[i] == "--gallery") galleryN = long.Parse(args[++i], CultureInfo.InvariantCulture);
             else if (args[i] == "--tokens") tokens = int.Parse(args[++i], CultureInfo.InvariantCulture);
+            else if (args[i] == "--threads") torch.set_num_threads(int.Parse(args[++i], CultureInfo.InvariantCulture));
         }
         string root = FindRepoRoot();
         string sd = Path.Combine(root, "tests", "Gill.ML.Tests", "fixtures", "sd-onnx-tiny");
@@ -72,7 +73,8 @@ internal sealed class DialogueLatencyBenchmark : IBenchmark
             using (var t = torch.rand(3, 64, 64, generator: new Generator(4))) ImageTensorIO.SavePng(t, image);
 
             var prompt = GillPrompt.Of(GillImageInput.FromFile(image), "Q: Can you show me a picture of a red circle on a blue background?\nA:");
-            Console.WriteLine($"threads {torch.get_num_threads()}; LM OPT 4×256 (vocab {core.FrozenVocabSize}), k=4, r=8, gallery {galleryN:N0}×256 fp32, generator sd-onnx-tiny 5 steps 16×16");
+            Console.WriteLine($"threads {torch.get_num_threads()}, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}; LM OPT 4×256 (vocab {core.FrozenVocabSize}), k=4, r=8, gallery {galleryN:N0}×256 fp32, generator sd-onnx-tiny 5 steps 16×16");
+            using var negative = torch.zeros(1, 8, 12);
             foreach (var mode in new[] { GillDecisionMode.AlwaysRetrieve, GillDecisionMode.AlwaysGenerate })
             {
                 foreach (bool cache in new[] { true, false })
@@ -80,7 +82,7 @@ internal sealed class DialogueLatencyBenchmark : IBenchmark
                     var o = new GillGenerationOptions
                     {
                         MaxNewTokens = tokens, MinTokensBeforeImage = tokens / 2, ImageTokenScaleFactor = 1e5, StopAtEos = false,
-                        DecisionMode = mode, UseCache = cache, ImageGeneration = new ImageGenerationOptions { Seed = 1, Steps = 5 },
+                        DecisionMode = mode, UseCache = cache, ImageGeneration = new ImageGenerationOptions { Seed = 1, Steps = 5, NegativeEmbeddings = negative },
                     };
                     var runs = new List<GillTimings>();
                     for (int i = 0; i < 6; i++)

@@ -9,7 +9,7 @@ namespace Gill.ML.Benchmarks;
 /// <summary>
 /// Exact top-k retrieval over memory-mapped galleries (100k×256 and 1M×256, fp32 and fp16): queries per second for one
 /// query and a batch of queries, against the memory-bandwidth floor measured in the same run (copy of a 256 MiB tensor).
-/// Args: [--sizes 100000,1000000] [--dir DIR] [--keep].
+/// Args: [--sizes 100000,1000000] [--dir DIR] [--keep] [--threads N].
 /// </summary>
 internal sealed class RetrievalBenchmark : IBenchmark
 {
@@ -26,10 +26,11 @@ internal sealed class RetrievalBenchmark : IBenchmark
             if (args[i] == "--sizes") sizes = args[++i].Split(',').Select(s => long.Parse(s, CultureInfo.InvariantCulture)).ToList();
             else if (args[i] == "--dir") dir = args[++i];
             else if (args[i] == "--keep") keep = true;
+            else if (args[i] == "--threads") torch.set_num_threads(int.Parse(args[++i], CultureInfo.InvariantCulture));
         }
         Directory.CreateDirectory(dir);
         const int dim = 256, k = 10;
-        Console.WriteLine($"threads {torch.get_num_threads()}, dim {dim}, k {k}");
+        Console.WriteLine($"threads {torch.get_num_threads()}, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}, dim {dim}, k {k}");
 
         // Bandwidth: copy a 256 MiB float tensor (read 256 MiB + write 256 MiB).
         double bandwidth;
