@@ -35,7 +35,7 @@ public sealed class GillModelLoadOptions
 /// <summary>A part loaded by kind: <c>{"type": "...", "path": "..."}</c>.</summary>
 public sealed class GillComponentEntry
 {
-    /// <summary>Kind: visual encoders <c>onnx-resnet18</c>; generators <c>onnx-stable-diffusion</c>.</summary>
+    /// <summary>Kind: visual encoders <c>onnx-resnet18</c>; generators <c>onnx-stable-diffusion</c>, <c>world-decoder</c>.</summary>
     [JsonPropertyName("type")] public string Type { get; set; } = "";
 
     /// <summary>Folder or file, relative to the model folder or absolute.</summary>
@@ -223,6 +223,7 @@ public static class GillModelFolder
     {
         null => null,
         "onnx-stable-diffusion" => OnnxStableDiffusion.Load(resolve(e.Path ?? throw new InvalidDataException($"{ManifestFileName}: generator needs a 'path'."))),
-        var t => throw new InvalidDataException($"{ManifestFileName}: unknown generator type '{t}' (known: onnx-stable-diffusion; pass other generators in GillModelLoadOptions.ImageGenerator)."),
+        "world-decoder" => WorldDecoderImageGenerator.Load(resolve(e.Path ?? throw new InvalidDataException($"{ManifestFileName}: generator needs a 'path'."))),
+        var t => throw new InvalidDataException($"{ManifestFileName}: unknown generator type '{t}' (known: onnx-stable-diffusion, world-decoder; pass other generators in GillModelLoadOptions.ImageGenerator)."),
     };
 }

@@ -200,32 +200,34 @@ public sealed class GillRetrievalIndex : IDisposable
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         var q = queries.to(ScalarType.Float32).cpu();
-        q = q / q.norm(-1, keepdim: true).clamp_min(1e-12);
-        var qt = q.t().contiguous();
+        q = (q / q.norm(-1, keepdim: true).clamp_min(1e-12)).contiguous();
         long nq = q.shape[0];
         int kk = (int)Math.Min(k, Count);
         var excluded = exclude is null ? new HashSet<long>() : new HashSet<long>(exclude);
+        // fp16 rows are widened into one reused float32 buffer (CPU half matmuls are slow).
+        var buffer = _vectors.dtype == ScalarType.Float32 ? null : torch.empty(new long[] { Math.Min(ChunkRows, Count), Dimension }, ScalarType.Float32);
         Tensor? bestScores = null, bestIdx = null;
         for (long start = 0; start < Count; start += ChunkRows)
         {
             using var chunkScope = torch.NewDisposeScope();
             long n = Math.Min(ChunkRows, Count - start);
             var chunk = _vectors.narrow(0, start, n);
-            var s = torch.matmul(chunk.dtype == ScalarType.Float32 ? chunk : chunk.to(ScalarType.Float32), qt); // [n, Q]
+            if (buffer is not null) chunk = buffer.narrow(0, 0, n).copy_(chunk);
+            var s = torch.matmul(q, chunk.t()); // [Q, n], rows contiguous for top-k
             var inChunk = excluded.Where(e => e >= start && e < start + n).Select(e => e - start).ToArray();
-            if (inChunk.Length > 0) s.index_fill_(0, torch.tensor(inChunk), float.NegativeInfinity);
+            if (inChunk.Length > 0) s.index_fill_(1, torch.tensor(inChunk), float.NegativeInfinity);
             int kc = (int)Math.Min(kk, n);
-            var (vals, idx) = s.topk(kc, dim: 0);
+            var (vals, idx) = s.topk(kc, dim: 1);
             idx = idx + start;
             if (bestScores is null)
             {
-                bestScores = vals.t();
-                bestIdx = idx.t();
+                bestScores = vals;
+                bestIdx = idx;
             }
             else
             {
-                var allS = torch.cat(new[] { bestScores, vals.t() }, 1);
-                var allI = torch.cat(new[] { bestIdx!, idx.t() }, 1);
+                var allS = torch.cat(new[] { bestScores, vals }, 1);
+                var allI = torch.cat(new[] { bestIdx!, idx }, 1);
                 var (v2, pos) = allS.topk(Math.Min(kk, (int)allS.shape[1]), dim: 1);
                 bestScores = v2;
                 bestIdx = allI.gather(1, pos);

@@ -160,6 +160,25 @@ public sealed class RetrievalIndexAndChatTests
         Directory.Delete(dir, true);
     }
 
+    [TestMethod]
+    public void WorldDecoderServesAsTheImageGenerator()
+    {
+        string dir = InferenceTestKit.NewTempDir("world-decoder");
+        using (var decoder = new Gill.ML.WorldModels.TextToImageDecoder(new Gill.ML.WorldModels.TextToImageDecoderConfig
+               { CondTokens = 6, CondDim = 12, ImageSize = 16, GridSize = 4, HiddenDim = 16, NumHeads = 2, NumLayers = 1, BaseChannels = 16 }))
+            decoder.SaveFolder(dir);
+        using var generator = WorldDecoderImageGenerator.Load(dir);
+        Assert.AreEqual(new Gill.ML.Generation.ConditioningShape(6, 12), generator.ConditioningShape);
+        using var model = InferenceTestKit.Model(generator: generator);
+        using var r = model.Generate(GillPrompt.Of("a cat"), new GillGenerationOptions { MaxNewTokens = 2, MinTokensBeforeImage = 1, ImageTokenScaleFactor = 1e5, StopAtEos = false });
+        var img = r.Parts.OfType<GillGeneratedImageOutput>().Single();
+        CollectionAssert.AreEqual(new long[] { 3, 16, 16 }, img.Image.shape);
+        Assert.IsTrue(img.Image.min().item<float>() >= 0 && img.Image.max().item<float>() <= 1);
+        using var bad = torch.zeros(1, 5, 12);
+        Assert.ThrowsExactly<ArgumentException>(() => generator.Generate(bad));
+        Directory.Delete(dir, true);
+    }
+
     private sealed class OtherEncoder : Gill.ML.Stages.VisualFeatures.IVisualEncoder
     {
         private readonly GridVisualEncoder _inner = new();
