@@ -200,7 +200,8 @@ public sealed class GillRetrievalIndex : IDisposable
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         var q = queries.to(ScalarType.Float32).cpu();
-        q = (q / q.norm(-1, keepdim: true).clamp_min(1e-12)).contiguous();
+        q = q / q.norm(-1, keepdim: true).clamp_min(1e-12);
+        var qt = q.t().contiguous(); // [dim, Q]
         long nq = q.shape[0];
         int kk = (int)Math.Min(k, Count);
         var excluded = exclude is null ? new HashSet<long>() : new HashSet<long>(exclude);
@@ -213,12 +214,13 @@ public sealed class GillRetrievalIndex : IDisposable
             long n = Math.Min(ChunkRows, Count - start);
             var chunk = _vectors.narrow(0, start, n);
             if (buffer is not null) chunk = buffer.narrow(0, 0, n).copy_(chunk);
-            var s = torch.matmul(q, chunk.t()); // [Q, n], rows contiguous for top-k
+            var s = torch.matmul(chunk, qt); // [n, Q]: one pass over the chunk (measured faster than [Q, n] for batched queries)
             var inChunk = excluded.Where(e => e >= start && e < start + n).Select(e => e - start).ToArray();
-            if (inChunk.Length > 0) s.index_fill_(1, torch.tensor(inChunk), float.NegativeInfinity);
+            if (inChunk.Length > 0) s.index_fill_(0, torch.tensor(inChunk), float.NegativeInfinity);
             int kc = (int)Math.Min(kk, n);
-            var (vals, idx) = s.topk(kc, dim: 1);
-            idx = idx + start;
+            var (valsT, idxT) = s.topk(kc, dim: 0);
+            var vals = valsT.t();
+            var idx = idxT.t() + start;
             if (bestScores is null)
             {
                 bestScores = vals;
