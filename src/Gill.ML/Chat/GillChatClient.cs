@@ -58,9 +58,8 @@ public sealed class GillChatClient : IChatClient
                         break;
                     case DataContent d when d.HasTopLevelMediaType("image"):
                     {
-                        var tensor = ImageTensorIO.FromEncodedBytes(d.Data.ToArray(), d.Name ?? "image content");
                         string? galleryId = d.AdditionalProperties?.TryGetValue(GalleryIdKey, out var g) == true ? g?.ToString() : null;
-                        parts.Add(GillImageInput.FromTensor(tensor) with { GalleryId = galleryId });
+                        parts.Add(GillImageInput.FromEncodedBytes(d.Data) with { GalleryId = galleryId });
                         break;
                     }
                     case DataContent d:

@@ -31,6 +31,9 @@ public sealed record GillImageInput : GillPromptPart
     /// <summary>The RGB tensor [3,H,W] in [0,1], when given as one (not owned).</summary>
     public Tensor? Tensor { get; private init; }
 
+    /// <summary>The encoded image bytes (PNG, JPEG, …), when given as such.</summary>
+    public ReadOnlyMemory<byte>? EncodedBytes { get; private init; }
+
     /// <summary>Id of this image in the retrieval gallery, if it is one of its images.</summary>
     public string? GalleryId { get; init; }
 
@@ -40,15 +43,19 @@ public sealed record GillImageInput : GillPromptPart
     /// <summary>An ML.NET image.</summary>
     public static GillImageInput FromMLImage(MLImage image) => new() { MLImage = image ?? throw new ArgumentNullException(nameof(image)) };
 
+    /// <summary>Encoded image bytes (PNG, JPEG, …); decoded when the prompt is encoded.</summary>
+    public static GillImageInput FromEncodedBytes(ReadOnlyMemory<byte> bytes) => new() { EncodedBytes = bytes };
+
     /// <summary>A float RGB tensor [3,H,W] in [0,1].</summary>
     public static GillImageInput FromTensor(Tensor image) => new() { Tensor = image ?? throw new ArgumentNullException(nameof(image)) };
 
     /// <summary>Short description for messages.</summary>
-    public string Describe() => Path is not null ? $"image file '{Path}'" : MLImage is not null ? "MLImage" : "image tensor";
+    public string Describe() => Path is not null ? $"image file '{Path}'" : MLImage is not null ? "MLImage" : EncodedBytes is not null ? "encoded image" : "image tensor";
 
     internal SKBitmap Decode()
     {
         if (Path is not null) return GillImages.DecodeFile(Path);
+        if (EncodedBytes is { } bytes) return GillImages.DecodeBytes(bytes);
         if (MLImage is not null)
         {
             using var t = ImageTensorIO.FromMLImage(MLImage);
@@ -117,6 +124,21 @@ internal static class GillImages
             throw new InvalidDataException($"Image file '{path}' cannot be decoded: {e.Message}", e);
         }
         return bmp ?? throw new InvalidDataException($"Image file '{path}' cannot be decoded (not a supported image format).");
+    }
+
+    /// <summary>Decodes encoded image bytes, with a clear error when they are not an image.</summary>
+    public static SKBitmap DecodeBytes(ReadOnlyMemory<byte> bytes)
+    {
+        SKBitmap? bmp = null;
+        try
+        {
+            if (bytes.Length > 0) bmp = SKBitmap.Decode(bytes.ToArray());
+        }
+        catch (ArgumentException)
+        {
+            bmp = null;
+        }
+        return bmp ?? throw new InvalidDataException($"Encoded image bytes ({bytes.Length} bytes) cannot be decoded (not a supported image format).");
     }
 
     /// <summary>A float RGB tensor [3,H,W] (or [1,3,H,W]) in [0,1] as an RGBA bitmap.</summary>

@@ -51,6 +51,20 @@ public sealed class RetrievalIndexAndChatTests
             Assert.AreEqual(5, excl.Count);
             Assert.IsFalse(excl.Any(h => h.Index is 3 or 0));
         }
+        // The same gallery from an IDataView column of paths.
+        var ml = new Microsoft.ML.MLContext(seed: 1);
+        var rows = Enumerable.Range(0, 7).Select(i => new PathRow { Path = Path.Combine(dir, $"i{i}.png") }).ToList();
+        string viewIndex = Path.Combine(dir, "view.gidx");
+        Assert.AreEqual(7, GillRetrievalIndexBuilder.BuildFromDataView(core, encoder, ml.Data.LoadFromEnumerable(rows), nameof(PathRow.Path), viewIndex));
+        using (var fromView = GillRetrievalIndex.Open(viewIndex, hash))
+        using (var fromFolder = GillRetrievalIndex.Open(Path.Combine(dir, "g-Float32.gidx"), hash))
+        {
+            Assert.AreEqual(rows[2].Path, fromView.GetId(2));
+            using var a = fromView.GetVector(2);
+            using var b = fromFolder.GetVector(2);
+            Assert.IsTrue((a - b).abs().max().item<float>() < 1e-6, "same vectors whatever the batch size");
+        }
+        Assert.ThrowsExactly<ArgumentException>(() => GillRetrievalIndexBuilder.BuildFromDataView(core, encoder, ml.Data.LoadFromEnumerable(rows), "Nope", viewIndex));
         Directory.Delete(dir, true);
     }
 
@@ -123,6 +137,8 @@ public sealed class RetrievalIndexAndChatTests
         var second = await client.GetResponseAsync(messages, new ChatOptions { MaxOutputTokens = 2 });
         Assert.IsNotNull(second.Messages.Single());
         Assert.ThrowsExactly<ArgumentException>(() => GillChatClient.ToPrompt(Array.Empty<ChatMessage>()));
+        var undecodable = new List<ChatMessage> { new(ChatRole.User, new AIContent[] { new DataContent(new byte[] { 1, 2, 3 }, "image/png"), new TextContent("hi") }) };
+        await Assert.ThrowsExactlyAsync<InvalidDataException>(() => client.GetResponseAsync(undecodable));
         Directory.Delete(dir, true);
     }
 
@@ -177,6 +193,11 @@ public sealed class RetrievalIndexAndChatTests
         using var bad = torch.zeros(1, 5, 12);
         Assert.ThrowsExactly<ArgumentException>(() => generator.Generate(bad));
         Directory.Delete(dir, true);
+    }
+
+    private sealed class PathRow
+    {
+        public string Path { get; set; } = "";
     }
 
     private sealed class OtherEncoder : Gill.ML.Stages.VisualFeatures.IVisualEncoder
