@@ -53,6 +53,8 @@ public sealed class GillChatClient : IChatClient
             {
                 switch (c)
                 {
+                    case TextContent t when t.AdditionalProperties?.ContainsKey(GalleryIdKey) == true:
+                        break; // a retrieved image shown by reference: excluded from retrieval, not part of the text
                     case TextContent t:
                         texts.Add(t.Text);
                         break;
@@ -75,7 +77,13 @@ public sealed class GillChatClient : IChatClient
         return new GillPrompt(parts);
     }
 
-    private GillGenerationOptions Options(ChatOptions? options)
+    /// <summary>Gallery ids carried by any content of the conversation (images shown earlier).</summary>
+    public static IReadOnlyList<string> ShownGalleryIds(IEnumerable<ChatMessage> messages) =>
+        messages.SelectMany(m => m.Contents)
+            .Select(c => c.AdditionalProperties?.TryGetValue(GalleryIdKey, out var g) == true ? g?.ToString() : null)
+            .Where(id => id is not null).Select(id => id!).Distinct().ToList();
+
+    private GillGenerationOptions Options(ChatOptions? options, IEnumerable<ChatMessage> messages)
     {
         var o = new GillGenerationOptions
         {
@@ -95,7 +103,7 @@ public sealed class GillChatClient : IChatClient
             DecisionMode = _defaults.DecisionMode,
             RetrievalScoreThreshold = _defaults.RetrievalScoreThreshold,
             RetrievalTopK = _defaults.RetrievalTopK,
-            ExcludeGalleryIds = _defaults.ExcludeGalleryIds,
+            ExcludeGalleryIds = (_defaults.ExcludeGalleryIds ?? Array.Empty<string>()).Concat(ShownGalleryIds(messages)).Distinct().ToList(),
             ImageGeneration = _defaults.ImageGeneration,
             ContextExamples = _defaults.ContextExamples,
             ContextDedupThreshold = _defaults.ContextDedupThreshold,
@@ -148,8 +156,9 @@ public sealed class GillChatClient : IChatClient
     /// <inheritdoc />
     public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        var prompt = ToPrompt(messages);
-        var o = Options(options);
+        var list = messages?.ToList() ?? throw new ArgumentNullException(nameof(messages));
+        var prompt = ToPrompt(list);
+        var o = Options(options, list);
         return Task.Run(() =>
         {
             using var result = _model.Generate(prompt, o, cancellationToken);
@@ -167,8 +176,9 @@ public sealed class GillChatClient : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var prompt = ToPrompt(messages);
-        var o = Options(options);
+        var list = messages?.ToList() ?? throw new ArgumentNullException(nameof(messages));
+        var prompt = ToPrompt(list);
+        var o = Options(options, list);
         var channel = Channel.CreateUnbounded<ChatResponseUpdate>();
         var img0 = _model.Core.ImgTokenIds[0];
         var pending = new List<int>();

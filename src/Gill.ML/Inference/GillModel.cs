@@ -316,6 +316,11 @@ public sealed class GillModel : IDisposable
         var finished = Enumerable.Repeat(o.MaxNewTokens == 0, b).ToArray();
         var lengths = prompts.Select(p => p.Length).ToArray();
 
+        // Columns that are never output: the "<|image|>" marker and rows beyond the tokenizer (OPT pads its matrix).
+        var never = new List<long>();
+        if (Tokenizer.TryGetTokenId(GillTokenizer.ImageToken, out int imageMarker) && imageMarker < Core.VocabSize && !imgIds.Contains(imageMarker)) never.Add(imageMarker);
+        for (int id = Tokenizer.Count; id < Core.VocabSize; id++) if (!imgIds.Contains(id)) never.Add(id);
+        using var neverIds = never.Count > 0 ? torch.tensor(never.ToArray(), device: device) : null;
         using var generator = o.Temperature > 0 && o.Seed is long seed ? new Generator((ulong)seed, device) : null;
         using var cache = o.UseCache ? new KVCache(lm.Info.NumLayers) : null;
 
@@ -365,13 +370,13 @@ public sealed class GillModel : IDisposable
                 if (!anyActive) break;
 
                 var logits = Core.Logits(hLast); // [B, V] float32
-                var bias = torch.zeros_like(logits);
                 var rowMaskImg0 = new bool[b];
                 for (int i = 0; i < b; i++)
                     rowMaskImg0[i] = sampled[i] < o.MinTokensBeforeImage || images[i] >= o.MaxImages
                         || lengths[i] + rows[i].Tokens.Count + r > ContextLength;
                 // [IMG1..r-1] are never sampled; [IMG0] is masked before the minimum, or scaled.
                 if (r > 1) logits.index_fill_(1, torch.tensor(imgIds.Skip(1).ToArray(), device: device), float.NegativeInfinity);
+                if (neverIds is not null) logits.index_fill_(1, neverIds, float.NegativeInfinity);
                 if (o.ImageTokenScaleFactor > 1)
                 {
                     var col = logits.narrow(1, img0, 1);

@@ -81,7 +81,10 @@ public sealed class GillModelTests
             using var r = model.Generate(Prompt(s_img1), new GillGenerationOptions { MaxNewTokens = 12, Temperature = 3.0, Seed = seed, StopAtEos = false, MaxImages = 3 });
             var t = r.TokenIds;
             for (int j = 0; j < t.Count; j++)
+            {
                 if (t[j] == img[1]) Assert.AreEqual(img[0], t[j - 1], "[IMG1] only right after [IMG0] (forced)");
+                Assert.AreNotEqual(model.Tokenizer.GetTokenId(Gill.ML.Tokenization.GillTokenizer.ImageToken), t[j], "the <|image|> marker is never output");
+            }
         }
     }
 

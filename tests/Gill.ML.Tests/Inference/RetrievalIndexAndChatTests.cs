@@ -137,6 +137,13 @@ public sealed class RetrievalIndexAndChatTests
         var second = await client.GetResponseAsync(messages, new ChatOptions { MaxOutputTokens = 2 });
         Assert.IsNotNull(second.Messages.Single());
         Assert.ThrowsExactly<ArgumentException>(() => GillChatClient.ToPrompt(Array.Empty<ChatMessage>()));
+        var shown = new ChatMessage(ChatRole.Assistant, new AIContent[]
+        {
+            new TextContent("[image g/1.png]") { AdditionalProperties = new AdditionalPropertiesDictionary { [GillChatClient.GalleryIdKey] = "g/1.png" } },
+            new DataContent(File.ReadAllBytes(img), "image/png") { AdditionalProperties = new AdditionalPropertiesDictionary { [GillChatClient.GalleryIdKey] = "g/2.png" } },
+        });
+        CollectionAssert.AreEquivalent(new[] { "g/1.png", "g/2.png" }, GillChatClient.ShownGalleryIds(new[] { shown }).ToArray());
+        Assert.AreEqual("g/2.png", GillChatClient.ToPrompt(new[] { shown }).Parts.OfType<GillImageInput>().Single().GalleryId);
         var undecodable = new List<ChatMessage> { new(ChatRole.User, new AIContent[] { new DataContent(new byte[] { 1, 2, 3 }, "image/png"), new TextContent("hi") }) };
         await Assert.ThrowsExactlyAsync<InvalidDataException>(() => client.GetResponseAsync(undecodable));
         Directory.Delete(dir, true);
