@@ -243,6 +243,7 @@ public sealed class CaptioningTransformer : GillStageTransformerBase
             MaxNewTokens = MaxNewTokens,
             StopTokenIds = new[] { (long)backbone.EosTokenId },
             PadTokenId = backbone.PadTokenId,
+            LogitsProcessor = (_, logits) => logits.masked_fill(AllowedTokens(logits.shape[^1], logits.device).logical_not(), float.NegativeInfinity),
         });
         var rows = generated.cpu().to(ScalarType.Int64);
         var result = new string[b];
@@ -252,6 +253,20 @@ public sealed class CaptioningTransformer : GillStageTransformerBase
             result[i] = backbone.Tokenizer.Decode(ids, skipSpecialTokens: true).Trim();
         }
         return result;
+    }
+
+    /// <summary>
+    /// Ids the captioner may produce: tokenizer ids inside the LM's vocabulary, never the [IMG] tokens or
+    /// <c>&lt;|image|&gt;</c>, nor the LM's padding rows beyond the tokenizer.
+    /// </summary>
+    private Tensor AllowedTokens(long vocab, Device device)
+    {
+        var backbone = Parts.Backbone;
+        var allowed = new bool[vocab];
+        int limit = (int)Math.Min(vocab, backbone.Tokenizer.Count);
+        for (int i = 0; i < limit; i++) allowed[i] = true;
+        foreach (var id in backbone.ImgTokenIds.Append(backbone.ImageTokenId)) if (id < vocab) allowed[id] = false;
+        return torch.tensor(allowed, device: device);
     }
 
     /// <inheritdoc />

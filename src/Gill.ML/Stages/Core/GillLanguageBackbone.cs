@@ -106,7 +106,9 @@ public sealed class GillLanguageBackbone : IDisposable
     public GillConfig Configure(GillConfig architecture)
     {
         ArgumentNullException.ThrowIfNull(architecture);
-        var c = architecture.Clone();
+        // A copy that is not validated yet: the architecture's own [IMG] ids may not match its num_tokens until replaced here.
+        var c = System.Text.Json.JsonSerializer.Deserialize<GillConfig>(architecture.ToJson())
+            ?? throw new ArgumentException("The GILL architecture could not be copied.", nameof(architecture));
         if (c.NumTokens != ImgTokenIds.Count)
             throw new ArgumentException($"The GILL architecture has num_tokens = {c.NumTokens}, but the backbone's tokenizer has {ImgTokenIds.Count} [IMG] tokens.", nameof(architecture));
         c.RetrievalTokenIdx = ImgTokenIds.ToArray();

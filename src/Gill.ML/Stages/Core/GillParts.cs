@@ -58,6 +58,8 @@ internal sealed class GillParts
     public static GillParts Create(BackboneLease lease, GillConfig architecture, int maxSequenceLength, int seed)
     {
         var config = lease.Backbone.Configure(architecture);
+        // Initialisation temporaries die with this scope; GillHeads detaches its parameters from it.
+        using var scope = torch.NewDisposeScope();
         var core = new GillCoreModel(lease.Backbone.LanguageModel, config, seed: seed);
         return new GillParts(lease, core, maxSequenceLength, seed);
     }
@@ -91,6 +93,7 @@ internal sealed class GillParts
     /// <summary>A deep copy of the trainable state (same backbone lease), for a later stage to train on.</summary>
     public GillParts Clone(int seed)
     {
+        using var scope = torch.NewDisposeScope();
         var heads = new GillHeads(Config, Backbone.EmbeddingSize);
         using (torch.no_grad())
         {

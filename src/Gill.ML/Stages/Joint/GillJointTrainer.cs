@@ -141,7 +141,6 @@ public sealed class GillJointTrainer : GillEstimatorBase<GillTransformer>
         {
             var o = (Options)MemberwiseClone();
             o.Training = Training.Clone();
-            o.Architecture = Architecture?.Clone();
             return o;
         }
     }
