@@ -56,8 +56,8 @@ public sealed class RetrievalProjectionTrainer : GillEstimatorBase<RetrievalProj
         internal override void Validate()
         {
             base.Validate();
-            if (StartFrom is null) throw new ArgumentNullException(nameof(StartFrom), "Retrieval needs Options.StartFrom (a fitted GILL stage).");
             if (BatchSize < 2) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "The contrastive loss needs at least 2 rows per batch.");
+            if (StartFrom is null) throw new ArgumentNullException(nameof(StartFrom), "Retrieval needs Options.StartFrom (a fitted GILL stage).");
             foreach (var (n, v) in new[] { (nameof(ImgHiddenStatesColumnName), ImgHiddenStatesColumnName), (nameof(FeaturesColumnName), FeaturesColumnName),
                          (nameof(TextEmbeddingColumnName), TextEmbeddingColumnName), (nameof(ImageEmbeddingColumnName), ImageEmbeddingColumnName) })
                 if (string.IsNullOrWhiteSpace(v)) throw new ArgumentException($"{n} must not be empty.", n);
