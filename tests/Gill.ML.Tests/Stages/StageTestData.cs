@@ -86,7 +86,8 @@ internal static class StageTestData
         var dir = NewDir("clip-text");
         var built = ClipVocabularyBuilder.BuildAndSave(Captions.Concat(new[] { "green box", "a sun" }), dir, modelMaxLength: 12);
         var fixture = ClipTextEncoder.Load(Fixtures.Dir("clip-text-tiny"));
-        var config = fixture.Config with { VocabSize = built.Vocabulary.Count };
+        int n = built.Vocabulary.Count; // ends with <|startoftext|>, <|endoftext|>
+        var config = fixture.Config with { VocabSize = n, BosTokenId = n - 2, EosTokenId = n - 1, PadTokenId = n - 1 };
         fixture.Dispose();
         using var encoder = ClipTextEncoder.Create(config, withProjection: true, seed: 5);
         encoder.Save(dir);
