@@ -168,7 +168,7 @@ public class GillJointTrainerTests
             var manifest = zip.Entries.First(e => e.FullName.EndsWith("-Gill/manifest.json", StringComparison.Ordinal));
             using var reader = new StreamReader(manifest.Open());
             var text = reader.ReadToEnd();
-            foreach (var s in new[] { "\"formatVersion\": 1", "\"seed\": 17", "language-model", "tokenizer", "sha256", "[IMG3]", "maxSequenceLength", "\"caption\": \"Caption\"" })
+            foreach (var s in new[] { "\"formatVersion\": 1", "\"seed\": 17", "language-model", "tokenizer", "sha256", "[IMG3]", "maxSequenceLength", "\"caption\": \"Caption\"", "\"LearningRate\": 0.003" })
                 StringAssert.Contains(text, s);
         }
         finally
@@ -268,5 +268,42 @@ public class GillJointTrainerTests
         ReadOnlyMemory<char> text = default;
         while (cursor.MoveNext()) { getter(ref text); n++; }
         Assert.AreEqual(4, n);
+    }
+
+    private sealed class ImageRow
+    {
+        public string Image { get; set; } = "";
+        public string Caption { get; set; } = "";
+        [VectorType(StageTestData.TargetTokens, StageTestData.TargetWidth)] public float[] GenerationTarget { get; set; } = Array.Empty<float>();
+    }
+
+    [TestMethod]
+    public void TrainsFromImagesWithAVisualEncoderAndReloadsIt()
+    {
+        var ml = new MLContext(1);
+        using var backbone = StageTestData.Backbone();
+        using var images = new MLNet.TestImages(4);
+        using var clip = new Gill.ML.Stages.VisualFeatures.ClipVisualEncoder(Fixtures.Dir("clip-vision-tiny"));
+        var rows = StageTestData.Rows(4).Select((r, i) => new ImageRow { Image = images.Paths[i], Caption = r.Caption, GenerationTarget = r.GenerationTarget }).ToList();
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var o = Options(backbone, maxSteps: 2);
+        o.VisualEncoder = clip;
+        using var model = ml.Gill().Trainers.Gill(o).Fit(data);
+        Assert.IsNotNull(model.VisualFeatures);
+        var path = Path.Combine(StageTestData.NewDir("image-model"), "m.zip");
+        ml.Gill().Model.Save(model, data.Schema, path);
+        var loaded = ml.Gill().Model.Load(path, out _);
+        try
+        {
+            StageTestData.AssertSame(StageTestData.Column(model.Transform(data), GillColumnNames.ImageRetrievalEmbedding),
+                StageTestData.Column(loaded.Transform(data), GillColumnNames.ImageRetrievalEmbedding), "image retrieval embedding");
+        }
+        finally
+        {
+            (loaded as IDisposable)?.Dispose();
+        }
+        rows[1].Image = Path.Combine(images.Folder, "missing.png");
+        var e = Assert.Throws<FileNotFoundException>(() => ml.Gill().Trainers.Gill(o).Fit(ml.Data.LoadFromEnumerable(rows)));
+        StringAssert.Contains(e.Message, "'Image'");
     }
 }

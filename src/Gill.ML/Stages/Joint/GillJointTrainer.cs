@@ -202,7 +202,10 @@ public sealed class GillJointTrainer : GillEstimatorBase<GillTransformer>
                 throw new OperationCanceledException($"{Stage}: training was cancelled after {result.StepsCompleted} steps" +
                     (result.LastCheckpoint is null ? "." : $"; the checkpoint '{result.LastCheckpoint}' resumes it."), o.CancellationToken);
             ch.Info(MessageSensitivity.None, $"{Stage}: done, {result.StepsCompleted} steps, last loss {result.LastLosses?.Total:G5}.");
-            return new GillTransformer(Context, parts, GillTransformer.ColumnNames.From(o), o.VisualEncoder, ownsEncoder: false, o.ImageFolder, o.TransformBatchSize);
+            return new GillTransformer(Context, parts, GillTransformer.ColumnNames.From(o), o.VisualEncoder, ownsEncoder: false, o.ImageFolder, o.TransformBatchSize)
+            {
+                TrainingSummary = new GillTransformer.TrainingRecord(o.BatchSize, o.Epochs, result.StepsCompleted, rows, training),
+            };
         }
         catch
         {
@@ -324,6 +327,16 @@ public sealed class GillTransformer : GillStageTransformerBase
         OutputColumns = Outputs(names, parts.Config, parts.Backbone.EmbeddingSize);
     }
 
+    /// <summary>How the model was trained (recorded in the saved manifest under "training"; null for loaded models).</summary>
+    internal TrainingRecord? TrainingSummary { get; init; }
+
+    internal sealed record TrainingRecord(
+        [property: JsonPropertyName("batchSize")] int BatchSize,
+        [property: JsonPropertyName("epochs")] int Epochs,
+        [property: JsonPropertyName("steps")] long Steps,
+        [property: JsonPropertyName("rows")] long Rows,
+        [property: JsonPropertyName("options")] GillTrainingOptions Options);
+
     /// <summary>The frozen visual encoder when the model reads images (null when it reads features).</summary>
     public IVisualEncoder? VisualEncoder { get; }
 
@@ -410,6 +423,7 @@ public sealed class GillTransformer : GillStageTransformerBase
         if (VisualEncoder is not null and not IPersistableVisualEncoder)
             throw new NotSupportedException($"The visual encoder '{VisualEncoder.Name}' ({VisualEncoder.GetType().FullName}) cannot be saved: it does not implement IPersistableVisualEncoder.");
         base.SaveTo(writer);
+        if (TrainingSummary is not null) writer.SetOptions("training", TrainingSummary);
         (VisualEncoder as IPersistableVisualEncoder)?.SaveTo(writer);
     }
 
