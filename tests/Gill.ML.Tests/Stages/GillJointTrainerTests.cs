@@ -90,7 +90,7 @@ public class GillJointTrainerTests
         rows[2].Caption = "";
         var e3 = Assert.Throws<InvalidDataException>(() => trainer.Fit(ml.Data.LoadFromEnumerable(rows)));
         StringAssert.Contains(e3.Message, "empty");
-        StringAssert.Contains(e3.Message, "'Caption'");
+        StringAssert.Contains(e3.Message, "'Caption', row 2");
 
         rows = StageTestData.Rows(4);
         rows[1].Caption = "a very long caption";

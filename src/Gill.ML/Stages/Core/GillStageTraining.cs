@@ -3,6 +3,7 @@ using Gill.ML.MLNet;
 using Gill.ML.Persistence;
 using Gill.ML.Training;
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -68,10 +69,13 @@ internal static class StageData
         using var cursor = view.GetRowCursor(cols.Select(c => view.Schema[c.Index]));
         var reader = new MLNet.GillBatch.RowReader(cursor, inputs, cols);
         using var batch = new MLNet.GillBatch(stage, inputs, cols.Select(c => c.Source).ToArray(), Array.Empty<GillColumn>(), Array.Empty<bool>(), batchSize, imageFolder);
-        long row = 0;
+        // Rows are named by their row id (the source position for in-memory views and files, kept through shuffling).
+        var idGetter = cursor.GetIdGetter();
+        DataViewRowId id = default;
         while (cursor.MoveNext())
         {
-            batch.AddRow(row++, reader);
+            idGetter(ref id);
+            batch.AddRow((long)id.Low, reader);
             if (batch.Count == batchSize)
             {
                 yield return batch;
