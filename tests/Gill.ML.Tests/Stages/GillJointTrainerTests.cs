@@ -202,11 +202,9 @@ public class GillJointTrainerTests
         Assert.IsNotNull(GillTrainer.LatestCheckpoint(dir));
         using var resumed = ml.Gill().Trainers.Gill(Options(backbone, maxSteps: 4, checkpoints: dir)).Fit(data);
         var a = straight.Parts.Core.Heads.state_dict();
+        // Within the fixtures' float32 tolerance, as the core trainer's own resume test (Adam amplifies last-bit differences of tiny gradients).
         foreach (var (k, v) in resumed.Parts.Core.Heads.state_dict())
-        {
-            double diff = (v - a[k]).abs().max().item<float>();
-            Assert.IsTrue(diff <= 1e-5 * (1 + a[k].abs().max().item<float>()), $"{k} differs by {diff}");
-        }
+            Fixtures.AssertClose(a[k], v, $"resumed {k}");
     }
 
     [TestMethod]
@@ -295,8 +293,11 @@ public class GillJointTrainerTests
         var loaded = ml.Gill().Model.Load(path, out _);
         try
         {
-            StageTestData.AssertSame(StageTestData.Column(model.Transform(data), GillColumnNames.ImageRetrievalEmbedding),
-                StageTestData.Column(loaded.Transform(data), GillColumnNames.ImageRetrievalEmbedding), "image retrieval embedding");
+            // The reloaded CLIP tower is a separate copy of the weights; its GEMMs may round differently in the last bits.
+            var before = StageTestData.Column(model.Transform(data), GillColumnNames.ImageRetrievalEmbedding);
+            var after = StageTestData.Column(loaded.Transform(data), GillColumnNames.ImageRetrievalEmbedding);
+            for (int i = 0; i < before.Count; i++)
+                Fixtures.AssertClose(torch.tensor(before[i]), torch.tensor(after[i]), $"image retrieval embedding row {i}", 1e-5);
         }
         finally
         {
