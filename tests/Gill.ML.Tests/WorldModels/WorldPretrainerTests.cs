@@ -168,6 +168,28 @@ public sealed class WorldPretrainerTests
     }
 
     [TestMethod]
+    [TestCategory("Heavy")]
+    public void SameSeedGivesIdenticalCheckpoints()
+    {
+        var other = s_cache + "-again";
+        try
+        {
+            var r = WorldPretrainer.Run(Tiny(other));
+            foreach (var dir in new[] { WorldPretrainer.LmDir, WorldPretrainer.ClipTextDir, WorldPretrainer.ImageEncoderDir, WorldPretrainer.GeneratorDir, WorldPretrainer.ClassifierDir })
+                CollectionAssert.AreEqual(Files(Path.Combine(s_cache!, dir)), Files(Path.Combine(other, dir)), dir);
+            Assert.AreEqual(s_first!.Report.Clip, r.Report.Clip);
+        }
+        finally
+        {
+            if (Directory.Exists(other)) Directory.Delete(other, true);
+        }
+
+        static string[] Files(string folder) =>
+            [.. System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "gill-artefact.json")))!["files"]!.AsObject()
+                .Select(kv => kv.Key + "=" + kv.Value!.GetValue<string>()).Order(StringComparer.Ordinal)];
+    }
+
+    [TestMethod]
     public void UnwritableCacheFolderGivesAClearError()
     {
         var file = Path.Combine(Path.GetTempPath(), "gill-not-a-folder-" + Guid.NewGuid().ToString("N"));

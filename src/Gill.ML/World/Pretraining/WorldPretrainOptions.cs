@@ -20,9 +20,9 @@ public sealed record WorldLmOptions
     /// <summary>Tokens per training window (documents are packed, separated by the end-of-text token).</summary>
     public int Window { get; init; } = 128;
     /// <summary>Windows per step.</summary>
-    public int BatchSize { get; init; } = 32;
+    public int BatchSize { get; init; } = 16;
     /// <summary>Optimizer steps (before <see cref="WorldPretrainOptions.StepsScale"/>).</summary>
-    public int Steps { get; init; } = 1200;
+    public int Steps { get; init; } = 1000;
     /// <summary>Peak learning rate (AdamW, warm-up then cosine decay to 5%).</summary>
     public double LearningRate { get; init; } = 3e-3;
 }
@@ -117,14 +117,15 @@ public sealed class WorldPretrainOptions
     public int Threads { get; set; }
 
     /// <summary>
-    /// A faster, smaller preset: 4,000 training images and a quarter of the steps (figures are lower; for trying the
-    /// pipeline out).
+    /// A faster, smaller preset: 4,000 training images, a quarter of the steps and no generator retry (figures are
+    /// lower; for trying the pipeline out).
     /// </summary>
     public static WorldPretrainOptions Quick(int seed = 0) => new()
     {
         Seed = seed,
         World = new ShapesWorldOptions { Images = new ShapesSplitCounts(4000, 500, 500), HeldOutImages = 500, Stories = new(500, 100, 100), Dialogues = new(500, 100, 100), DecisionPrompts = new(200, 50, 100) },
         StepsScale = 0.25,
+        Generator = new WorldGeneratorOptions { MaxRetries = 0 },
         ClassifierTrainImages = 2000,
     };
 
