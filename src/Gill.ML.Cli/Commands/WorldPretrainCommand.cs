@@ -18,7 +18,7 @@ internal sealed class WorldPretrainSubcommand : IWorldSubcommand
         var images = new Option<int?>("--images") { Description = "Captioned training images of the world [default: 20000; 4000 with --quick]" };
         var scale = new Option<double?>("--steps-scale") { Description = "Multiplies every phase's training steps [default: 1; 0.25 with --quick]" };
         var quick = new Option<bool>("--quick") { Description = "A smaller world and a quarter of the steps (a few minutes; lower figures)" };
-        var threads = new Option<int>("--threads") { Description = "torch CPU threads (0: libtorch's default)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "torch CPU threads (0: libtorch's default; 1 is the robust choice on a shared machine)", DefaultValueFactory = _ => 1 };
         var cmd = new Command("pretrain", "Pretrain the shapes world's own backbones (OPT language model, CLIP text tower + CNN image tower, text-to-image decoder, attribute classifier), cached with SHA-256 manifests");
         foreach (var o in new Option[] { cache, seed, images, scale, quick, threads }) cmd.Options.Add(o);
         cmd.SetAction((parse, ct) => Task.FromResult(Execute(parse.GetValue(cache), parse.GetValue(seed), parse.GetValue(images), parse.GetValue(scale), parse.GetValue(quick), parse.GetValue(threads), ct)));

@@ -37,9 +37,9 @@ public sealed record WorldClipOptions
     /// <summary>Text tower heads.</summary>
     public int TextHeads { get; init; } = 4;
     /// <summary>Token length L of the text tower (max_position_embeddings; captions are padded to it).</summary>
-    public int MaxLength { get; init; } = 24;
+    public int MaxLength { get; init; } = 20;
     /// <summary>Channels of the image tower's first stage.</summary>
-    public int ImageBaseChannels { get; init; } = 32;
+    public int ImageBaseChannels { get; init; } = 16;
     /// <summary>Pooled image feature size (the feature GILL maps into the LM).</summary>
     public int ImageHiddenSize { get; init; } = 256;
     /// <summary>Shared contrastive embedding size.</summary>
@@ -47,7 +47,7 @@ public sealed record WorldClipOptions
     /// <summary>Pairs per step.</summary>
     public int BatchSize { get; init; } = 256;
     /// <summary>Optimizer steps (before scaling).</summary>
-    public int Steps { get; init; } = 500;
+    public int Steps { get; init; } = 400;
     /// <summary>Peak learning rate.</summary>
     public double LearningRate { get; init; } = 1e-3;
     /// <summary>Gallery size of the Recall@1 evaluation (test and held-out splits).</summary>
@@ -113,8 +113,12 @@ public sealed class WorldPretrainOptions
     /// <summary>Epochs of the attribute classifier.</summary>
     public int ClassifierEpochs { get; set; } = 3;
 
-    /// <summary>CPU threads torch uses during pretraining (restored afterwards); 0 keeps the current setting.</summary>
-    public int Threads { get; set; }
+    /// <summary>
+    /// CPU threads torch uses during pretraining (restored afterwards); 0 keeps the current setting. The models are
+    /// small: one thread is the robust choice on a shared machine, where OpenMP threads spend their time spinning at
+    /// barriers (measured: 2 threads on a loaded 2-core machine ran the LM ~20× slower than 1).
+    /// </summary>
+    public int Threads { get; set; } = 1;
 
     /// <summary>
     /// A faster, smaller preset: 4,000 training images, a quarter of the steps and no generator retry (figures are

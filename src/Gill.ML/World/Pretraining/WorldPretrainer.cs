@@ -317,6 +317,7 @@ public static class WorldPretrainer
                 NumHiddenLayers = c.TextLayers, NumAttentionHeads = c.TextHeads, MaxPositionEmbeddings = c.MaxLength,
                 PadTokenId = tokenizer.PadTokenId, BosTokenId = tokenizer.BosTokenId, EosTokenId = tokenizer.EosTokenId,
             };
+            torch.manual_seed(o.Seed);
             using var text = ClipTextEncoder.Create(config, withProjection: true, seed: o.Seed);
             torch.manual_seed(o.Seed);
             using var image = new WorldImageEncoder(new WorldImageEncoderConfig
