@@ -66,7 +66,7 @@ public sealed record WorldGeneratorOptions
     /// <summary>Examples per step.</summary>
     public int BatchSize { get; init; } = 32;
     /// <summary>Optimizer steps (before scaling).</summary>
-    public int Steps { get; init; } = 1500;
+    public int Steps { get; init; } = 3000;
     /// <summary>Peak learning rate.</summary>
     public double LearningRate { get; init; } = 2e-3;
     /// <summary>
