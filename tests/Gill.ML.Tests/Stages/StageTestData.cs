@@ -165,6 +165,22 @@ internal static class StageTestData
             CollectionAssert.AreEqual(a[i], b[i], $"{what}: row {i} differs");
     }
 
+    /// <summary>
+    /// Equal up to float32 rounding of the matrix products (1e-6 × (1 + max|a|)): the weights round-trip bit for bit,
+    /// but the CPU BLAS may round the last bit differently between two copies of the same weights.
+    /// </summary>
+    public static void AssertNearlySame(List<float[]> a, List<float[]> b, string what)
+    {
+        Assert.AreEqual(a.Count, b.Count, what + ": row count");
+        for (int i = 0; i < a.Count; i++)
+        {
+            Assert.AreEqual(a[i].Length, b[i].Length, $"{what}: row {i} length");
+            double tol = 1e-6 * (1 + a[i].Max(Math.Abs));
+            for (int j = 0; j < a[i].Length; j++)
+                Assert.IsTrue(Math.Abs(a[i][j] - b[i][j]) <= tol, $"{what}: row {i}[{j}] {b[i][j]:R} != {a[i][j]:R}");
+        }
+    }
+
     public static Dictionary<string, torch.Tensor> Snapshot(torch.nn.Module module) =>
         module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone().DetachFromDisposeScope());
 }
