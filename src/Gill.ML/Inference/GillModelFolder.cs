@@ -35,7 +35,7 @@ public sealed class GillModelLoadOptions
 /// <summary>A part loaded by kind: <c>{"type": "...", "path": "..."}</c>.</summary>
 public sealed class GillComponentEntry
 {
-    /// <summary>Kind: visual encoders <c>onnx-resnet18</c>; generators <c>onnx-stable-diffusion</c>, <c>world-decoder</c>.</summary>
+    /// <summary>Kind: visual encoders <c>onnx-resnet18</c>, <c>clip</c>, <c>world</c>; generators <c>onnx-stable-diffusion</c>, <c>world-decoder</c>.</summary>
     [JsonPropertyName("type")] public string Type { get; set; } = "";
 
     /// <summary>Folder or file, relative to the model folder or absolute.</summary>
@@ -216,14 +216,16 @@ public static class GillModelFolder
     {
         null => null,
         "onnx-resnet18" => OnnxVisualEncoder.ResNet18(e.Path is null ? null : resolve(e.Path)),
-        var t => throw new InvalidDataException($"{ManifestFileName}: unknown visual_encoder type '{t}' (known: onnx-resnet18; pass other encoders in GillModelLoadOptions.VisualEncoder)."),
+        "clip" => new ClipVisualEncoder(resolve(e.Path ?? throw new InvalidDataException($"{ManifestFileName}: a clip visual_encoder needs a 'path'."))),
+        "world" => Gill.ML.WorldModels.WorldVisualEncoder.Load(resolve(e.Path ?? throw new InvalidDataException($"{ManifestFileName}: a world visual_encoder needs a 'path'."))),
+        var t => throw new InvalidDataException($"{ManifestFileName}: unknown visual_encoder type '{t}' (known: onnx-resnet18, clip, world; pass other encoders in GillModelLoadOptions.VisualEncoder)."),
     };
 
     private static IImageGenerator? LoadGenerator(GillComponentEntry? e, Func<string, string> resolve) => e?.Type switch
     {
         null => null,
         "onnx-stable-diffusion" => OnnxStableDiffusion.Load(resolve(e.Path ?? throw new InvalidDataException($"{ManifestFileName}: generator needs a 'path'."))),
-        "world-decoder" => WorldDecoderImageGenerator.Load(resolve(e.Path ?? throw new InvalidDataException($"{ManifestFileName}: generator needs a 'path'."))),
+        "world-decoder" => Gill.ML.WorldModels.WorldImageGenerator.Load(resolve(e.Path ?? throw new InvalidDataException($"{ManifestFileName}: generator needs a 'path'."))),
         var t => throw new InvalidDataException($"{ManifestFileName}: unknown generator type '{t}' (known: onnx-stable-diffusion, world-decoder; pass other generators in GillModelLoadOptions.ImageGenerator)."),
     };
 }

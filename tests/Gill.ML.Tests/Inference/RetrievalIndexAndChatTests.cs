@@ -190,7 +190,7 @@ public sealed class RetrievalIndexAndChatTests
         using (var decoder = new Gill.ML.WorldModels.TextToImageDecoder(new Gill.ML.WorldModels.TextToImageDecoderConfig
                { CondTokens = 6, CondDim = 12, ImageSize = 16, GridSize = 4, HiddenDim = 16, NumHeads = 2, NumLayers = 1, BaseChannels = 16 }))
             decoder.SaveFolder(dir);
-        using var generator = WorldDecoderImageGenerator.Load(dir);
+        using var generator = Gill.ML.WorldModels.WorldImageGenerator.Load(dir);
         Assert.AreEqual(new Gill.ML.Generation.ConditioningShape(6, 12), generator.ConditioningShape);
         using var model = InferenceTestKit.Model(generator: generator);
         using var r = model.Generate(GillPrompt.Of("a cat"), new GillGenerationOptions { MaxNewTokens = 2, MinTokensBeforeImage = 1, ImageTokenScaleFactor = 1e5, StopAtEos = false });
