@@ -14,8 +14,11 @@ namespace Gill.ML.Persistence;
 /// <remarks>
 /// <para>File layout (one zip):</para>
 /// <list type="bullet">
-/// <item>the root of the zip is an ordinary ML.NET model (<c>mlContext.Model.Save</c>) of the ML.NET transformers before the
-/// first Gill stage, so <c>mlContext.Model.Load</c> still opens that part;</item>
+/// <item>the root of the zip is an ML.NET model holding only a guard transform (a <c>CustomMapping</c> whose contract name
+/// says to load the file with <c>mlContext.Gill().Model.Load</c>), so a plain <c>mlContext.Model.Load</c> fails with that
+/// message instead of silently returning a chain without its Gill stages;</item>
+/// <item><c>Gill/0-MLNet/model.zip</c>: the ML.NET transformers before the first Gill stage (saved against the input
+/// schema);</item>
 /// <item><c>Gill/model.json</c>: the chain, part by part;</item>
 /// <item><c>Gill/&lt;index&gt;-&lt;Stage&gt;/manifest.json</c> (type, format version, options, columns, seed, backbone paths
 /// with SHA-256, tokenizer additions) and <c>weights.safetensors</c> (trainable tensors only) per Gill stage;</item>
@@ -46,23 +49,35 @@ public sealed class GillModelOperations
                 throw new NotSupportedException($"The Gill stage '{g.StageName}' ({t.GetType().FullName}) does not support saving.");
 
         int firstGill = all.FindIndex(IsGill);
-        if (firstGill < 0) firstGill = all.Count;
         var full = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
         var tmp = Path.Combine(dir, "." + Path.GetFileName(full) + "." + Guid.NewGuid().ToString("N") + ".tmp");
         try
         {
+            if (firstGill < 0)
+            {
+                // No Gill stage: an ordinary ML.NET model, loadable by both ML.NET and Gill.ML.
+                using (var plain = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
+                    _context.Model.Save(new TransformerChain<ITransformer>(all.ToArray()), inputSchema, plain);
+                File.Move(tmp, full, overwrite: true);
+                return;
+            }
             var root = all.Take(firstGill).ToArray();
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
-                _context.Model.Save(new TransformerChain<ITransformer>(root), inputSchema, fs);
+                _context.Model.Save(GillModelGuard.Create(_context), inputSchema, fs);
 
             var schema = inputSchema;
             foreach (var t in root) schema = t.GetOutputSchema(schema);
-            var parts = new JsonArray { new JsonObject { ["kind"] = "mlnet", ["entry"] = "", ["transformers"] = root.Length } };
+            var parts = new JsonArray { new JsonObject { ["kind"] = "mlnet", ["entry"] = GillModelFile.PrefixEntry, ["transformers"] = root.Length } };
             using (var zip = ZipFile.Open(tmp, ZipArchiveMode.Update))
             {
                 if (zip.GetEntry(GillModelFile.ModelEntry) is not null) throw new InvalidOperationException("Unexpected Gill entry in the ML.NET part.");
+                using (var prefix = new MemoryStream())
+                {
+                    _context.Model.Save(new TransformerChain<ITransformer>(root), inputSchema, prefix);
+                    WriteEntry(zip, GillModelFile.PrefixEntry, prefix.ToArray(), CompressionLevel.NoCompression);
+                }
                 int i = firstGill;
                 while (i < all.Count)
                 {
@@ -184,14 +199,30 @@ public sealed class GillModelOperations
         }
         var modelJson = Read(GillModelFile.ModelEntry);
         ITransformer root;
-        using (var fs = File.OpenRead(path)) root = _context.Model.Load(fs, out inputSchema);
-        if (modelJson is null) return root;
+        if (modelJson is null)
+        {
+            using var plain = File.OpenRead(path);
+            return _context.Model.Load(plain, out inputSchema);
+        }
 
         var model = JsonNode.Parse(modelJson)?.AsObject() ?? throw new InvalidDataException($"'{path}': {GillModelFile.ModelEntry} is empty.");
         int version = model["formatVersion"]?.GetValue<int>() ?? 0;
         if (version < 1 || version > GillModelFile.FormatVersion)
             throw new InvalidDataException($"'{path}' has Gill model format version {version}; this library reads versions 1 to {GillModelFile.FormatVersion}.");
         var parts = model["parts"]?.AsArray() ?? throw new InvalidDataException($"'{path}': {GillModelFile.ModelEntry} lists no parts.");
+        var prefixEntry = parts.Count > 0 ? parts[0]?["entry"]?.GetValue<string>() ?? "" : "";
+        if (prefixEntry.Length == 0)
+        {
+            // Format 1: the ML.NET prefix is the root model.
+            using var fs = File.OpenRead(path);
+            root = _context.Model.Load(fs, out inputSchema);
+        }
+        else
+        {
+            var bytes = Read(prefixEntry) ?? throw new InvalidDataException($"'{path}' has no entry '{prefixEntry}'.");
+            using var ms = new MemoryStream(bytes);
+            root = _context.Model.Load(ms, out inputSchema);
+        }
         var list = new List<ITransformer>(Flatten(root));
         try
         {

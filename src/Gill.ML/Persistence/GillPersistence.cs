@@ -289,7 +289,10 @@ public sealed class GillModelReader : IDisposable
 internal static class GillModelFile
 {
     public const string ModelEntry = "Gill/model.json";
-    public const int FormatVersion = 1;
+    public const int FormatVersion = 2;
+
+    /// <summary>Entry holding the ML.NET transformers before the first Gill stage (format 2 and later).</summary>
+    public const string PrefixEntry = "Gill/0-MLNet/model.zip";
 
     public static readonly JsonSerializerOptions Json = new()
     {

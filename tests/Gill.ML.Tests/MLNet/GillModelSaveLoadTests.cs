@@ -86,14 +86,23 @@ public sealed class GillModelSaveLoadTests
     }
 
     [TestMethod]
-    public void MLNetLoadStillOpensTheMLNetPartOfTheFile()
+    public void PlainMLNetLoadOfAGillModelFailsNamingTheGillCall()
     {
         using var images = new TestImages(3);
         var (ml, data, pipeline, _) = Build(images);
         using var model = pipeline.Fit(data);
         var path = Path.Combine(images.Folder, "model.zip");
         ml.Gill().Model.Save(model, data.Schema, path);
-        var prefix = ml.Model.Load(path, out var schema);
+        var e = Assert.Throws<Exception>(() => ml.Model.Load(path, out _));
+        var all = string.Join(" | ", Chain(e).Select(x => x.Message));
+        StringAssert.Contains(all, "mlContext.Gill().Model.Load");
+
+        // The ML.NET part before the first Gill stage is still an ordinary ML.NET model inside the file.
+        using var zip = System.IO.Compression.ZipFile.OpenRead(path);
+        using var prefixStream = new MemoryStream();
+        using (var s = zip.GetEntry("Gill/0-MLNet/model.zip")!.Open()) s.CopyTo(prefixStream);
+        prefixStream.Position = 0;
+        var prefix = ml.Model.Load(prefixStream, out var schema);
         Assert.IsNotNull(schema.GetColumnOrNull("Vec"));
         var output = prefix.Transform(data);
         CollectionAssert.AreEqual(data.GetColumn<float[]>("Vec").First(), output.GetColumn<float[]>("Vec2").First());
@@ -173,6 +182,8 @@ public sealed class GillModelSaveLoadTests
         ml.Gill().Model.Save(plain, data.Schema, path);
         var loaded = ml.Gill().Model.Load(path, out _);
         CollectionAssert.AreEqual(plain.Transform(data).GetColumn<float[]>("Vec2").First(), loaded.Transform(data).GetColumn<float[]>("Vec2").First());
+        var byMLNet = ml.Model.Load(path, out _);   // without Gill stages the file is a plain ML.NET model
+        CollectionAssert.AreEqual(plain.Transform(data).GetColumn<float[]>("Vec2").First(), byMLNet.Transform(data).GetColumn<float[]>("Vec2").First());
         Assert.AreEqual(0, Directory.GetFiles(images.Folder, "*.tmp").Length);
     }
 }
