@@ -207,26 +207,12 @@ internal sealed class TextToImageDecoder : Module<Tensor, Tensor>
     }
 
     /// <summary>Saves config.json and model.safetensors into <paramref name="folder"/> (each written atomically).</summary>
-    public void SaveFolder(string folder)
-    {
-        Directory.CreateDirectory(folder);
-        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), JsonSerializer.Serialize(Config, new JsonSerializerOptions { WriteIndented = true }));
-        SafeTensors.Save(Path.Combine(folder, "model.safetensors"), state_dict());
-    }
+    public void SaveFolder(string folder) => WorldModelFolder.Save(folder, Config, this);
 
-    /// <summary>Loads a decoder saved by <see cref="SaveFolder"/>.</summary>
+    /// <summary>Loads a decoder saved by <see cref="SaveFolder"/> (eval mode; parameters keep requires_grad).</summary>
     public static TextToImageDecoder LoadFolder(string folder, Device? device = null)
     {
-        var configPath = Path.Combine(folder, "config.json");
-        if (!File.Exists(configPath)) throw new FileNotFoundException($"World decoder config not found: '{configPath}'.", configPath);
-        var config = JsonSerializer.Deserialize<TextToImageDecoderConfig>(File.ReadAllText(configPath))
-                     ?? throw new InvalidDataException($"'{configPath}' is empty.");
-        if (config.ModelType != "gill_world_decoder")
-            throw new InvalidDataException($"'{configPath}' has model_type '{config.ModelType}', expected 'gill_world_decoder'.");
-        var model = new TextToImageDecoder(config);
-        using (var ck = SafeTensorsCheckpoint.Open(folder)) WeightLoader.Load(model, ck, k => k);
-        model.eval();
-        if (device is not null) model.to(device);
-        return model;
+        var config = WorldModelFolder.ReadConfig<TextToImageDecoderConfig>(folder, "gill_world_decoder", c => c.ModelType, "World decoder");
+        return WorldModelFolder.LoadWeights(folder, new TextToImageDecoder(config), device, freeze: false);
     }
 }

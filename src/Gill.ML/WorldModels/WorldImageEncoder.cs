@@ -76,26 +76,11 @@ internal sealed class WorldImageEncoder : Module<Tensor, (Tensor Pooled, Tensor 
         return (pooled, visual_projection.forward(pooled));
     }
 
-    public void SaveFolder(string folder)
-    {
-        Directory.CreateDirectory(folder);
-        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), JsonSerializer.Serialize(Config, new JsonSerializerOptions { WriteIndented = true }));
-        SafeTensors.Save(Path.Combine(folder, "model.safetensors"), state_dict());
-    }
+    public void SaveFolder(string folder) => WorldModelFolder.Save(folder, Config, this);
 
     public static WorldImageEncoder LoadFolder(string folder, Device? device = null)
     {
-        var configPath = Path.Combine(folder, "config.json");
-        if (!File.Exists(configPath)) throw new FileNotFoundException($"World image encoder config not found: '{configPath}'.", configPath);
-        var config = JsonSerializer.Deserialize<WorldImageEncoderConfig>(File.ReadAllText(configPath))
-                     ?? throw new InvalidDataException($"'{configPath}' is empty.");
-        if (config.ModelType != "gill_world_image_encoder")
-            throw new InvalidDataException($"'{configPath}' has model_type '{config.ModelType}', expected 'gill_world_image_encoder'.");
-        var model = new WorldImageEncoder(config);
-        using (var ck = SafeTensorsCheckpoint.Open(folder)) WeightLoader.Load(model, ck, k => k);
-        model.eval();
-        foreach (var p in model.parameters()) p.requires_grad = false;
-        if (device is not null) model.to(device);
-        return model;
+        var config = WorldModelFolder.ReadConfig<WorldImageEncoderConfig>(folder, "gill_world_image_encoder", c => c.ModelType, "World image encoder");
+        return WorldModelFolder.LoadWeights(folder, new WorldImageEncoder(config), device, freeze: true);
     }
 }
