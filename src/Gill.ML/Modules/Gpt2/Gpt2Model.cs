@@ -219,8 +219,8 @@ internal sealed class Gpt2LMHeadModel : CausalLMModel
             bool isNorm = name.Contains(".ln_", StringComparison.Ordinal) || name.StartsWith("transformer.ln_f.", StringComparison.Ordinal);
             if (isNorm) { if (name.EndsWith(".weight", StringComparison.Ordinal)) nn.init.ones_(p); else nn.init.zeros_(p); }
             else if (name.EndsWith(".bias", StringComparison.Ordinal)) nn.init.zeros_(p);
-            else if (name.EndsWith("c_proj.weight", StringComparison.Ordinal)) nn.init.normal_(p, 0, residStd, generator!);
-            else nn.init.normal_(p, 0, _config.InitializerRange, generator!);
+            else if (name.EndsWith("c_proj.weight", StringComparison.Ordinal)) p.normal_(0, residStd, generator);
+            else p.normal_(0, _config.InitializerRange, generator);   // nn.init.normal_ ignores its generator in TorchSharp 0.107
         }
     }
 }

@@ -203,7 +203,7 @@ internal sealed class OptForCausalLM : CausalLMModel
         {
             if (name.EndsWith("layer_norm.weight", StringComparison.Ordinal)) nn.init.ones_(p);
             else if (name.EndsWith(".bias", StringComparison.Ordinal)) nn.init.zeros_(p);
-            else nn.init.normal_(p, 0, _config.InitStd, generator!);
+            else p.normal_(0, _config.InitStd, generator);   // nn.init.normal_ ignores its generator in TorchSharp 0.107
         }
         if (_config.PadTokenId is int pad && pad >= 0 && pad < _config.VocabSize)
             InputEmbeddingWeight[pad].zero_();
