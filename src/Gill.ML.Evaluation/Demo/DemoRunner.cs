@@ -35,6 +35,12 @@ public static class DemoRunner
     /// <summary>Factor on the [IMG0] logit that forces an image at the first step (the original evaluations' setting).</summary>
     public const double ForcedImageScaleFactor = 1e4;
 
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
     /// <summary>Runs the demo.</summary>
     /// <exception cref="ArgumentException">An option is invalid.</exception>
     /// <exception cref="OperationCanceledException">Cancelled.</exception>
@@ -112,7 +118,11 @@ public static class DemoRunner
             using var encoder = WorldVisualEncoder.Load(world.ImageEncoderFolder);
             using var generator = WorldImageGenerator.Load(world.GeneratorFolder, world.ClipTextFolder);
             using var classifier = ShapesAttributeClassifier.Load(world.ClassifierPath);
-            using var backbone = GillLanguageBackbone.Load(world.LanguageModelFolder, world.LanguageModelFolder, o.ImageTokens);
+            string tokenizerFolder = Phase("tokenizer", () => PrepareTokenizerFolder(world.LanguageModelFolder, train.Select(x => x.Caption).Concat(test.Select(x => x.Caption)),
+                Path.Combine(outDir, "work", "tokenizer")));
+            using var backbone = GillLanguageBackbone.Load(world.LanguageModelFolder, tokenizerFolder, o.ImageTokens);
+            if (backbone.PadTokenId == backbone.BosTokenId)
+                throw new InvalidDataException($"The tokenizer in '{tokenizerFolder}' still pads with its BOS id {backbone.BosTokenId}.");
             var cond = generator.ConditioningShape;
             var ml = new MLContext(seed: o.Seed);
 
@@ -138,7 +148,7 @@ public static class DemoRunner
                             MapperNumEncoderLayers = 1, MapperNumDecoderLayers = 1,
                             NumClipTokens = cond.SequenceLength, GenEmbDim = cond.EmbeddingDim,
                         },
-                        MaxSequenceLength = 40,
+                        MaxSequenceLength = Math.Min(40, backbone.LanguageModel.Info.MaxPositions),
                         BatchSize = o.BatchSize,
                         Epochs = (int)Math.Ceiling(o.Steps * (double)o.BatchSize / rows),
                         MaxSteps = o.Steps,
@@ -147,7 +157,9 @@ public static class DemoRunner
                         Progress = new SyncProgress<GillTrainingProgress>(p =>
                         {
                             _losses.Add(p.Losses.Total);
-                            progress?.Report(new DemoProgress("training", (int)p.Step, o.Steps, p.Losses.Total));
+                            var l = p.Losses;
+                            progress?.Report(new DemoProgress("training", (int)p.Step, o.Steps, l.Total,
+                                FormattableString.Invariant($"captioning {l.Captioning:G4}, [IMG] text {l.RetrievalText:G4}/{l.GenerationText:G4}, contrastive {l.Contrastive:G4}, generation {l.Generation:G4}")));
                         }),
                         CancellationToken = ct,
                         Training = new GillTrainingOptions
@@ -217,11 +229,11 @@ public static class DemoRunner
                 {
                     var html = DemoReport.Render(all, samples, o, world.CacheDirectory, modelPath);
                     AtomicFile.Write(reportPath, s => { using var w = new StreamWriter(s, leaveOpen: true); w.Write(html); });
-                    AtomicFile.Write(figuresPath, s => JsonSerializer.Serialize(s, all, new JsonSerializerOptions { WriteIndented = true }));
+                    AtomicFile.Write(figuresPath, s => JsonSerializer.Serialize(s, all, JsonOptions));
                     return 0;
                 });
                 // The report phase's own time is known only now: write the JSON again with it.
-                AtomicFile.Write(figuresPath, s => JsonSerializer.Serialize(s, all, new JsonSerializerOptions { WriteIndented = true }));
+                AtomicFile.Write(figuresPath, s => JsonSerializer.Serialize(s, all, JsonOptions));
                 return new DemoResult { ReportPath = reportPath, FiguresPath = figuresPath, ModelPath = modelPath, CacheDirectory = world.CacheDirectory, Figures = all };
             }
             finally
@@ -317,6 +329,41 @@ public static class DemoRunner
                 ?? throw new InvalidOperationException($"GILL produced no image for {what} although [IMG] was forced (scale factor {ForcedImageScaleFactor}).");
             return image.Image.detach().clone();
         }
+    }
+
+    /// <summary>
+    /// The world LM's GPT-2 tokenizer pads with its BOS/EOS id, and GILL's labels end every caption at its first pad, which
+    /// would then be the leading BOS (every label ignored, NaN losses). This writes a copy of the tokenizer files whose pad
+    /// token is the highest vocabulary entry that no world caption uses; its embedding row is never a target nor attended to.
+    /// </summary>
+    internal static string PrepareTokenizerFolder(string languageModelFolder, IEnumerable<string> texts, string folder)
+    {
+        var tokenizer = Tokenization.GillTokenizer.FromFolder(languageModelFolder);
+        if (tokenizer.PadTokenId is int pad && pad != tokenizer.BosTokenId) return languageModelFolder;
+        var used = new HashSet<int>();
+        foreach (var t in texts) used.UnionWith(tokenizer.Encode(t, addBos: false));
+        int bos = tokenizer.BosTokenId, eos = tokenizer.EosTokenId;
+        int candidate = -1;
+        for (int id = tokenizer.Count - 1; id >= 0 && candidate < 0; id--)
+            if (id != bos && id != eos && !used.Contains(id)) candidate = id;
+        if (candidate < 0) throw new InvalidDataException($"Every token of the tokenizer in '{languageModelFolder}' occurs in the world's captions; no pad token can be chosen.");
+        string padToken = tokenizer.GetToken(candidate);
+        Directory.CreateDirectory(folder);
+        foreach (var name in new[] { "vocab.json", "merges.txt" })
+        {
+            string src = Path.Combine(languageModelFolder, name);
+            if (!File.Exists(src)) throw new FileNotFoundException($"The language model folder '{languageModelFolder}' has no {name}.", src);
+            File.Copy(src, Path.Combine(folder, name), overwrite: true);
+        }
+        foreach (var name in new[] { "tokenizer_config.json", "special_tokens_map.json" })
+        {
+            string src = Path.Combine(languageModelFolder, name);
+            var node = File.Exists(src) ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(src))!.AsObject() : new System.Text.Json.Nodes.JsonObject();
+            node["pad_token"] = padToken;
+            string json = node.ToJsonString();
+            AtomicFile.Write(Path.Combine(folder, name), s => { using var w = new StreamWriter(s, leaveOpen: true); w.Write(json); });
+        }
+        return folder;
     }
 
     private static GillGenerationOptions Forced(GillDecisionMode mode) => new()
