@@ -16,7 +16,7 @@ internal sealed class DemoCommandProvider : ICommandProvider
         var output = new Option<string>("--out") { Description = "Output folder (model zip, report.html, figures.json)", DefaultValueFactory = _ => "gill-demo" };
         var seed = new Option<int>("--seed") { Description = "Seed of the world, the pretraining and GILL's training", DefaultValueFactory = _ => 0 };
         var images = new Option<int>("--images") { Description = "Test images in the retrieval gallery and the attribute evaluation", DefaultValueFactory = _ => 100 };
-        var steps = new Option<int>("--steps") { Description = "Optimizer steps of GILL's joint training", DefaultValueFactory = _ => 300 };
+        var steps = new Option<int>("--steps") { Description = "Optimizer steps of GILL's joint training", DefaultValueFactory = _ => 100 };
         var quick = new Option<bool>("--quick") { Description = "Quick world backbones (smaller world, a quarter of the pretraining steps)" };
         var cmd = new Command("demo", "GILL end to end on the shapes world: pretrain the backbones (cached), train GILL, run stories and dialogues, write an HTML report with every figure against its baseline");
         foreach (var o in new Option[] { cache, output, seed, images, steps, quick }) cmd.Options.Add(o);

@@ -202,8 +202,7 @@ public static class DemoRunner
                     }
                     foreach (var d in dialogues)
                     {
-                        var text = string.Join("\n", d.Rounds.SelectMany(r => new[] { $"Q: {r.Question}", $"A: {r.Answer}" })) + "\nShow me the picture.";
-                        list.Add(RunSample(gill, "dialogue", [(text, null)], d.ImagePath, idToPath));
+                        list.Add(RunSample(gill, "dialogue", [(DialoguePrompt(d, backbone.Tokenizer, gill.ContextLength - o.ImageTokens - 16), null)], d.ImagePath, idToPath));
                     }
                     return list;
                 });
@@ -364,6 +363,22 @@ public static class DemoRunner
             AtomicFile.Write(Path.Combine(folder, name), s => { using var w = new StreamWriter(s, leaveOpen: true); w.Write(json); });
         }
         return folder;
+    }
+
+    /// <summary>
+    /// A dialogue as Q/A lines (informative rounds first choice) ending with a request for the picture, oldest rounds dropped
+    /// until it fits <paramref name="maxTokens"/>, so the forced [IMG] group has room in the LM's context.
+    /// </summary>
+    internal static string DialoguePrompt(ShapesDialogue dialogue, Tokenization.GillTokenizer tokenizer, int maxTokens)
+    {
+        var rounds = dialogue.Rounds.Where(r => r.Informative).ToList();
+        if (rounds.Count == 0) rounds = dialogue.Rounds.ToList();
+        while (true)
+        {
+            var text = string.Join("\n", rounds.SelectMany(r => new[] { $"Q: {r.Question}", $"A: {r.Answer}" }).Append("Show me the picture."));
+            if (rounds.Count <= 1 || tokenizer.Encode(text, addBos: true).Length <= maxTokens) return text;
+            rounds.RemoveAt(0);
+        }
     }
 
     private static GillGenerationOptions Forced(GillDecisionMode mode) => new()
