@@ -1,0 +1,98 @@
+using System.CommandLine;
+using System.Globalization;
+using Gill.ML.Evaluation.Demo;
+using Spectre.Console;
+
+namespace Gill.ML.Cli.Commands;
+
+/// <summary><c>gill demo [--cache DIR] [--out DIR] [--seed N] [--images N] [--steps N] [--quick]</c>.</summary>
+internal sealed class DemoCommandProvider : ICommandProvider
+{
+    private static readonly string[] Phases = ["pretraining", "training", "inference", "evaluation", "report"];
+
+    public Command Build()
+    {
+        var cache = new Option<string?>("--cache") { Description = "Cache folder of the world and its pretrained backbones [default: ~/.cache/gill/world-<hash of the options>]" };
+        var output = new Option<string>("--out") { Description = "Output folder (model zip, report.html, figures.json)", DefaultValueFactory = _ => "gill-demo" };
+        var seed = new Option<int>("--seed") { Description = "Seed of the world, the pretraining and GILL's training", DefaultValueFactory = _ => 0 };
+        var images = new Option<int>("--images") { Description = "Test images in the retrieval gallery and the attribute evaluation", DefaultValueFactory = _ => 100 };
+        var steps = new Option<int>("--steps") { Description = "Optimizer steps of GILL's joint training", DefaultValueFactory = _ => 100 };
+        var quick = new Option<bool>("--quick") { Description = "Quick world backbones (smaller world, a quarter of the pretraining steps)" };
+        var cmd = new Command("demo", "GILL end to end on the shapes world: pretrain the backbones (cached), train GILL, run stories and dialogues, write an HTML report with every figure against its baseline");
+        foreach (var o in new Option[] { cache, output, seed, images, steps, quick }) cmd.Options.Add(o);
+        cmd.SetAction((parse, ct) => Task.FromResult(Execute(new DemoOptions
+        {
+            CacheDirectory = parse.GetValue(cache),
+            OutputDirectory = parse.GetValue(output) ?? "gill-demo",
+            Seed = parse.GetValue(seed),
+            EvaluationImages = parse.GetValue(images),
+            Steps = parse.GetValue(steps),
+            Quick = parse.GetValue(quick),
+        }, ct)));
+        return cmd;
+    }
+
+    private static int Execute(DemoOptions options, CancellationToken ct)
+    {
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentException ex)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]Invalid options:[/] {ex.Message}");
+            return 2;
+        }
+
+        DemoResult? result = null;
+        try
+        {
+            AnsiConsole.Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                .Start(ctx =>
+                {
+                    var tasks = Phases.ToDictionary(p => p, p => ctx.AddTask(p, autoStart: false, maxValue: 1));
+                    result = DemoRunner.Run(options, new Reporter(tasks), ct);
+                    foreach (var t in tasks.Values) { if (!t.IsStarted) t.StartTask(); t.Value = t.MaxValue; t.StopTask(); }
+                });
+        }
+        catch (OperationCanceledException)
+        {
+            AnsiConsole.MarkupLine("[yellow]Cancelled.[/]");
+            return 130;
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or InvalidOperationException or UnauthorizedAccessException)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]Demo failed:[/] {ex.Message}");
+            return 1;
+        }
+
+        var r = result!;
+        var table = new Table().AddColumns("figure", "value", "baseline", "baseline value", "N");
+        foreach (var f in r.Figures.All)
+            table.AddRow(Markup.Escape(f.Name), F(f.Value), Markup.Escape(f.BaselineName), F(f.Baseline), f.N.ToString(CultureInfo.InvariantCulture));
+        AnsiConsole.Write(table);
+        var timing = new Table().AddColumns("phase", "seconds");
+        foreach (var (phase, sec) in r.Figures.Seconds) timing.AddRow(phase, sec.ToString("0.0", CultureInfo.InvariantCulture));
+        AnsiConsole.Write(timing);
+        AnsiConsole.MarkupLineInterpolated($"Report: [green]{r.ReportPath}[/]");
+        AnsiConsole.MarkupLineInterpolated($"Figures: {r.FiguresPath}   Model: {r.ModelPath}   Backbones: {r.CacheDirectory}");
+        return 0;
+    }
+
+    private static string F(double v) => double.IsFinite(v) ? v.ToString("0.000", CultureInfo.InvariantCulture) : "n/a";
+
+    private sealed class Reporter(Dictionary<string, ProgressTask> tasks) : IProgress<DemoProgress>
+    {
+        public void Report(DemoProgress value)
+        {
+            if (!tasks.TryGetValue(value.Phase, out var task)) return;
+            if (!task.IsStarted) task.StartTask();
+            task.MaxValue = Math.Max(1, value.Total);
+            task.Value = Math.Min(value.Step, task.MaxValue);
+            string detail = value.Loss is double l && double.IsFinite(l) ? $" (loss {l:F3})" : value.Message is { Length: > 0 } m ? $" ({m})" : "";
+            task.Description = Markup.Escape(value.Phase + detail);
+            if (value.Step >= value.Total && value.Total > 0 && value.Message is not null && value.Loss is null && value.Phase != "pretraining") task.StopTask();
+        }
+    }
+}
