@@ -96,6 +96,8 @@ public sealed class DemoFigures
     [JsonPropertyName("loss")] public required DemoFigure Loss { get; init; }
     /// <summary>Loss per optimizer step.</summary>
     [JsonPropertyName("loss_curve")] public required IReadOnlyList<double> LossCurve { get; init; }
+    /// <summary>Each loss term per optimizer step (captioning, retrieval_text, generation_text, contrastive, generation), unweighted.</summary>
+    [JsonPropertyName("loss_components")] public IReadOnlyDictionary<string, IReadOnlyList<double>> LossComponents { get; init; } = new Dictionary<string, IReadOnlyList<double>>();
     /// <summary>Wall time of each phase in seconds.</summary>
     [JsonPropertyName("seconds")] public required IReadOnlyDictionary<string, double> Seconds { get; init; }
     /// <summary>Backbone phases taken from the cache (false: trained in this run).</summary>

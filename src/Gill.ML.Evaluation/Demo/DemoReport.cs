@@ -57,6 +57,10 @@ internal static class DemoReport
         if (finite.Length >= 2 && finite.Length == figures.LossCurve.Count)
             s.Append("<p>").Append(MetricPlots.ToHtmlImage(MetricPlots.LossCurves([PlotSeries.FromValues("total joint loss", figures.LossCurve)],
                 new ChartOptions { Title = "GILL joint training loss", XLabel = "step", YLabel = "loss" }), "loss curve")).Append("</p>");
+        var parts = figures.LossComponents.Where(kv => kv.Value.Count >= 2 && kv.Value.All(double.IsFinite)).ToList();
+        if (parts.Count > 0)
+            s.Append("<p>").Append(MetricPlots.ToHtmlImage(MetricPlots.LossCurves(parts.Select(kv => PlotSeries.FromValues(kv.Key, kv.Value)).ToList(),
+                new ChartOptions { Title = "Loss terms (unweighted)", XLabel = "step", YLabel = "loss" }), "loss terms")).Append("</p>");
         else
             s.Append($"<p>{figures.LossCurve.Count} loss values recorded (a curve needs at least two finite values).</p>");
 

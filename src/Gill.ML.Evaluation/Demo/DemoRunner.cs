@@ -82,6 +82,10 @@ public static class DemoRunner
     {
         private readonly Dictionary<string, double> _seconds = new();
         private readonly List<double> _losses = new();
+        private readonly Dictionary<string, List<double>> _components = new()
+        {
+            ["captioning"] = new(), ["retrieval_text"] = new(), ["generation_text"] = new(), ["contrastive"] = new(), ["generation"] = new(),
+        };
 
         private T Phase<T>(string name, Func<T> body)
         {
@@ -118,11 +122,7 @@ public static class DemoRunner
             using var encoder = WorldVisualEncoder.Load(world.ImageEncoderFolder);
             using var generator = WorldImageGenerator.Load(world.GeneratorFolder, world.ClipTextFolder);
             using var classifier = ShapesAttributeClassifier.Load(world.ClassifierPath);
-            string tokenizerFolder = Phase("tokenizer", () => PrepareTokenizerFolder(world.LanguageModelFolder, train.Select(x => x.Caption).Concat(test.Select(x => x.Caption)),
-                Path.Combine(outDir, "work", "tokenizer")));
-            using var backbone = GillLanguageBackbone.Load(world.LanguageModelFolder, tokenizerFolder, o.ImageTokens);
-            if (backbone.PadTokenId == backbone.BosTokenId)
-                throw new InvalidDataException($"The tokenizer in '{tokenizerFolder}' still pads with its BOS id {backbone.BosTokenId}.");
+            using var backbone = GillLanguageBackbone.Load(world.LanguageModelFolder, world.LanguageModelFolder, o.ImageTokens);
             var cond = generator.ConditioningShape;
             var ml = new MLContext(seed: o.Seed);
 
@@ -158,6 +158,9 @@ public static class DemoRunner
                         {
                             _losses.Add(p.Losses.Total);
                             var l = p.Losses;
+                            _components["captioning"].Add(l.Captioning); _components["retrieval_text"].Add(l.RetrievalText);
+                            _components["generation_text"].Add(l.GenerationText); _components["contrastive"].Add(l.Contrastive);
+                            _components["generation"].Add(l.Generation);
                             progress?.Report(new DemoProgress("training", (int)p.Step, o.Steps, l.Total,
                                 FormattableString.Invariant($"captioning {l.Captioning:G4}, [IMG] text {l.RetrievalText:G4}/{l.GenerationText:G4}, contrastive {l.Contrastive:G4}, generation {l.Generation:G4}")));
                         }),
@@ -217,6 +220,7 @@ public static class DemoRunner
                     Loss = new DemoFigure("training loss (mean of last 10% of steps)", Tail(_losses, last: true), "training loss (mean of first 10% of steps)", Tail(_losses, last: false), _losses.Count,
                         "GILL's total joint loss (captioning + [IMG] text losses + contrastive + generation L2) per optimizer step."),
                     LossCurve = _losses.ToArray(),
+                    LossComponents = _components.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<double>)kv.Value.ToArray()),
                     Seconds = _seconds,
                     PretrainingCached = world.TrainedPhases.Count == 0,
                     Machine = machine,
@@ -328,41 +332,6 @@ public static class DemoRunner
                 ?? throw new InvalidOperationException($"GILL produced no image for {what} although [IMG] was forced (scale factor {ForcedImageScaleFactor}).");
             return image.Image.detach().clone();
         }
-    }
-
-    /// <summary>
-    /// The world LM's GPT-2 tokenizer pads with its BOS/EOS id, and GILL's labels end every caption at its first pad, which
-    /// would then be the leading BOS (every label ignored, NaN losses). This writes a copy of the tokenizer files whose pad
-    /// token is the highest vocabulary entry that no world caption uses; its embedding row is never a target nor attended to.
-    /// </summary>
-    internal static string PrepareTokenizerFolder(string languageModelFolder, IEnumerable<string> texts, string folder)
-    {
-        var tokenizer = Tokenization.GillTokenizer.FromFolder(languageModelFolder);
-        if (tokenizer.PadTokenId is int pad && pad != tokenizer.BosTokenId) return languageModelFolder;
-        var used = new HashSet<int>();
-        foreach (var t in texts) used.UnionWith(tokenizer.Encode(t, addBos: false));
-        int bos = tokenizer.BosTokenId, eos = tokenizer.EosTokenId;
-        int candidate = -1;
-        for (int id = tokenizer.Count - 1; id >= 0 && candidate < 0; id--)
-            if (id != bos && id != eos && !used.Contains(id)) candidate = id;
-        if (candidate < 0) throw new InvalidDataException($"Every token of the tokenizer in '{languageModelFolder}' occurs in the world's captions; no pad token can be chosen.");
-        string padToken = tokenizer.GetToken(candidate);
-        Directory.CreateDirectory(folder);
-        foreach (var name in new[] { "vocab.json", "merges.txt" })
-        {
-            string src = Path.Combine(languageModelFolder, name);
-            if (!File.Exists(src)) throw new FileNotFoundException($"The language model folder '{languageModelFolder}' has no {name}.", src);
-            File.Copy(src, Path.Combine(folder, name), overwrite: true);
-        }
-        foreach (var name in new[] { "tokenizer_config.json", "special_tokens_map.json" })
-        {
-            string src = Path.Combine(languageModelFolder, name);
-            var node = File.Exists(src) ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(src))!.AsObject() : new System.Text.Json.Nodes.JsonObject();
-            node["pad_token"] = padToken;
-            string json = node.ToJsonString();
-            AtomicFile.Write(Path.Combine(folder, name), s => { using var w = new StreamWriter(s, leaveOpen: true); w.Write(json); });
-        }
-        return folder;
     }
 
     /// <summary>

@@ -47,6 +47,26 @@ public static class GillLosses
     }
 
     /// <summary>
+    /// The same loss as <see cref="CausalLMCrossEntropy(Tensor, Tensor)"/>, computed from final hidden states [B, T, D]:
+    /// the vocabulary projection <paramref name="logitsOf"/> runs only on the positions whose shifted label is not −100,
+    /// so padding, visual-prefix and masked positions cost neither a V-wide projection nor its gradient. The value and the
+    /// gradients equal the full computation's.
+    /// </summary>
+    public static Tensor CausalLMCrossEntropy(Func<Tensor, Tensor> logitsOf, Tensor hidden, Tensor labels)
+    {
+        ArgumentNullException.ThrowIfNull(logitsOf);
+        if (hidden.dim() != 3 || labels.dim() != 2 || hidden.shape[0] != labels.shape[0] || hidden.shape[1] != labels.shape[1])
+            throw new ArgumentException($"Causal LM loss needs hidden states [B, T, D] and labels [B, T]; got {SafeTensors.FormatShape(hidden.shape)} and {SafeTensors.FormatShape(labels.shape)}.");
+        using var scope = torch.NewDisposeScope();
+        long t = hidden.shape[1];
+        var shiftHidden = hidden.narrow(1, 0, t - 1).reshape(-1, hidden.shape[2]);
+        var shiftLabels = labels.narrow(1, 1, t - 1).reshape(-1).to(ScalarType.Int64).to(hidden.device);
+        var keep = shiftLabels.ne(IgnoreIndex).nonzero().reshape(-1);
+        var logits = logitsOf(shiftHidden.index_select(0, keep)).to(ScalarType.Float32);
+        return F.cross_entropy(logits, shiftLabels.index_select(0, keep)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
     /// Symmetric InfoNCE with logits = exp(logit_scale)·t·vᵀ, targets on the diagonal. Returns the combined loss and the
     /// text→image and image→text terms.
     /// </summary>

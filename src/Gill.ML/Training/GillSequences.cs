@@ -3,7 +3,8 @@ namespace Gill.ML.Training;
 /// <summary>
 /// Token sequences and labels of GILL's three training passes (spec §2.1, §3), computed on the CPU from int64 ids.
 /// Sequences are <c>[BOS caption [IMG0..r-1] pad…]</c>, right-padded; caption_len counts everything before the padding,
-/// so the [IMG] group ends at caption_len − 1.
+/// so the [IMG] group ends at caption_len − 1. Position 0 always holds BOS and is never taken for padding, so language
+/// models whose pad id equals their BOS id (GPT-2: <c>&lt;|endoftext|&gt;</c> is BOS, EOS and pad) train as OPT does.
 /// </summary>
 public static class GillSequences
 {
@@ -49,7 +50,7 @@ public static class GillSequences
             for (int j = 0; j < t; j++)
             {
                 long id = tokens[i, j];
-                if (id == padTokenId || imgs.Contains(id)) { first = numVisualTokens + j; break; }
+                if ((j > 0 && id == padTokenId) || imgs.Contains(id)) { first = numVisualTokens + j; break; }
             }
             for (int j = 0; j < t; j++)
                 labels[i, numVisualTokens + j] = numVisualTokens + j < first ? tokens[i, j] : GillLosses.IgnoreIndex;
@@ -70,7 +71,7 @@ public static class GillSequences
         for (int i = 0; i < b; i++)
         {
             int first = t;
-            for (int j = 0; j < t; j++) if (tokens[i, j] == padTokenId) { first = j; break; }
+            for (int j = 1; j < t; j++) if (tokens[i, j] == padTokenId) { first = j; break; }
             for (int j = 0; j < t; j++) labels[i, j] = j < first ? tokens[i, j] : GillLosses.IgnoreIndex;
             pad[i] = first;
         }
@@ -90,7 +91,7 @@ public static class GillSequences
             for (int j = 0; j < t; j++)
             {
                 long id = labels[i, j];
-                if (id == padTokenId || later.Contains(id))
+                if ((j > 0 && id == padTokenId) || later.Contains(id))
                 {
                     for (int k = j; k < t; k++) labels[i, k] = GillLosses.IgnoreIndex;
                     break;

@@ -135,7 +135,7 @@ public sealed class GillTrainingStep : IDisposable
             capLabels = capLabels.reshape(-1).index_select(0, index).reshape(b / 2, 2 * (k + t) - 1);
         }
         var capHidden = Model.LastHiddenState(capEmbeds);
-        var ceCap = GillLosses.CausalLMCrossEntropy(Model.Logits(capHidden), capLabels);
+        var ceCap = GillLosses.CausalLMCrossEntropy(Model.Logits, capHidden, capLabels);
 
         // Text-only passes: [BOS caption [IMG0..r-1] pad...]; one LM pass serves both when their layouts agree.
         bool concatRet = concatenation.Retrieval && canPair, concatGen = concatenation.Generation && canPair;
@@ -206,7 +206,7 @@ public sealed class GillTrainingStep : IDisposable
         GillSequences.MaskNonFirstImgTokens(labelsArr, Model.PadTokenId, Model.ImgTokenIds);
         var labels = torch.tensor(Flatten(labelsArr), new long[] { labelsArr.GetLength(0), labelsArr.GetLength(1) }, device: device);
         var hidden = Model.LastHiddenState(embeds);
-        var ce = GillLosses.CausalLMCrossEntropy(Model.Logits(hidden), labels);
+        var ce = GillLosses.CausalLMCrossEntropy(Model.Logits, hidden, labels);
         var perExample = hidden.index_select(0, torch.tensor(rows, device: device));
         var imgHidden = Model.GatherImgStates(perExample, torch.tensor(lastPos, device: device));
         return (ce, imgHidden);

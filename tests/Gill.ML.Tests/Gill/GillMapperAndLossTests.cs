@@ -138,6 +138,47 @@ public class GillMapperAndLossTests
     }
 
     [TestMethod]
+    public void PadEqualToBosDoesNotMaskTheLeadingBos()
+    {
+        // GPT-2 style: <|endoftext|> (here 7) is BOS and pad.
+        int[] img = { 96, 97 };
+        var tokens = new long[,] { { 7, 10, 11, 96, 97, 7, 7 } };
+        var (cap, capPad) = GillSequences.CaptioningLabels(tokens, 1, 7, img);
+        CollectionAssert.AreEqual(new long[] { -100, 7, 10, 11, -100, -100, -100, -100 }, cap.Cast<long>().ToArray());
+        Assert.AreEqual(4, capPad[0]);
+        var (text, pad) = GillSequences.TextLabels(tokens, 7);
+        Assert.AreEqual(5, pad[0]);
+        GillSequences.MaskNonFirstImgTokens(text, 7, img);
+        CollectionAssert.AreEqual(new long[] { 7, 10, 11, 96, -100, -100, -100 }, text.Cast<long>().ToArray());
+    }
+
+    [TestMethod]
+    public void LossOnLabelledPositionsEqualsTheFullLoss()
+    {
+        using var scope = torch.NewDisposeScope();
+        var gen = new Generator(5);
+        var w = torch.randn(new long[] { 50, 8 }, generator: gen);
+        var labels = torch.tensor(new long[] { 3, 4, 9, -100, -100, -100, 1, 2, 5, 6, 7, -100 }, new long[] { 2, 6 });
+        Tensor[] grads = new Tensor[2];
+        float[] values = new float[2];
+        for (int pass = 0; pass < 2; pass++)
+        {
+            var h = torch.randn(new long[] { 2, 6, 8 }, generator: new Generator(9)).requires_grad_(true);
+            Func<Tensor, Tensor> logitsOf = x => torch.matmul(x, w.t());
+            var loss = pass == 0
+                ? GillLosses.CausalLMCrossEntropy(logitsOf(h), labels)
+                : GillLosses.CausalLMCrossEntropy(logitsOf, h, labels);
+            loss.backward();
+            values[pass] = loss.item<float>();
+            grads[pass] = h.grad!.clone();
+        }
+        Assert.AreEqual(values[0], values[1], 1e-6f);
+        Assert.IsTrue(grads[0].allclose(grads[1], rtol: 1e-5, atol: 1e-7), "gradients differ");
+        Assert.IsTrue(grads[0].abs().sum().item<float>() > 0, "no gradient reached the hidden states");
+        Assert.ThrowsExactly<ArgumentException>(() => GillLosses.CausalLMCrossEntropy(x => x, torch.zeros(2, 6), labels));
+    }
+
+    [TestMethod]
     public void ConcatenationPairsRowsAndDropsTheSecondBos()
     {
         // Rows of length 5: [BOS a IMG pad pad] and [BOS b c IMG pad]; pad indexes 3 and 4.

@@ -136,7 +136,7 @@ public sealed class CaptionMappingTrainer : GillEstimatorBase<CaptionMappingTran
         Buffer.BlockCopy(labels, 0, flat, 0, flat.Length * sizeof(long));
         var labelTensor = torch.tensor(flat, new long[] { b, k + t }).to(core.Device);
         var hidden = core.LastHiddenState(torch.cat(new[] { visual, embeds }, 1));
-        return GillLosses.CausalLMCrossEntropy(core.Logits(hidden), labelTensor);
+        return GillLosses.CausalLMCrossEntropy(core.Logits, hidden, labelTensor);
     }
 }
 

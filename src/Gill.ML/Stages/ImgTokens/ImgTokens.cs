@@ -119,7 +119,7 @@ public sealed class ImgTokenTrainer : GillEstimatorBase<ImgTokenTransformer>
         Buffer.BlockCopy(labels, 0, flat, 0, flat.Length * sizeof(long));
         var idTensor = torch.tensor(ids.SelectMany(s => s).ToArray(), new long[] { b, t }).to(core.Device);
         var hidden = core.LastHiddenState(core.EmbedTokens(idTensor));
-        return GillLosses.CausalLMCrossEntropy(core.Logits(hidden), torch.tensor(flat, new long[] { b, t }).to(core.Device));
+        return GillLosses.CausalLMCrossEntropy(core.Logits, hidden, torch.tensor(flat, new long[] { b, t }).to(core.Device));
     }
 }
 
