@@ -82,6 +82,7 @@ public static class DemoRunner
     {
         private readonly Dictionary<string, double> _seconds = new();
         private readonly List<double> _losses = new();
+        private readonly List<double> _distillation = new();
         private readonly Dictionary<string, List<double>> _components = new()
         {
             ["captioning"] = new(), ["retrieval_text"] = new(), ["generation_text"] = new(), ["contrastive"] = new(), ["generation"] = new(),
@@ -154,8 +155,16 @@ public static class DemoRunner
                         MaxSteps = o.Steps,
                         Seed = o.Seed,
                         LogEveryNSteps = Math.Max(1, o.Steps / 10),
+                        MapperDistillation = o.MapperDistillationEpochs > 0 ? new GillMapperDistillationOptions { Epochs = o.MapperDistillationEpochs } : null,
                         Progress = new SyncProgress<GillTrainingProgress>(p =>
                         {
+                            if (p.Stage == "mapper-distillation")
+                            {
+                                _distillation.Add(p.Losses.Generation);
+                                progress?.Report(new DemoProgress("training", (int)p.Step, (int)p.TotalSteps, p.Losses.Generation,
+                                    FormattableString.Invariant($"mapper distillation, generation {p.Losses.Generation:G4}")));
+                                return;
+                            }
                             _losses.Add(p.Losses.Total);
                             var l = p.Losses;
                             _components["captioning"].Add(l.Captioning); _components["retrieval_text"].Add(l.RetrievalText);
@@ -221,6 +230,7 @@ public static class DemoRunner
                         "GILL's total joint loss (captioning + [IMG] text losses + contrastive + generation L2) per optimizer step."),
                     LossCurve = _losses.ToArray(),
                     LossComponents = _components.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<double>)kv.Value.ToArray()),
+                    MapperDistillationCurve = _distillation.ToArray(),
                     Seconds = _seconds,
                     PretrainingCached = world.TrainedPhases.Count == 0,
                     Machine = machine,

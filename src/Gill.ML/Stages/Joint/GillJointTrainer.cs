@@ -120,6 +120,14 @@ public sealed class GillJointTrainer : GillEstimatorBase<GillTransformer>
         /// <summary>Output column of the image retrieval embedding.</summary>
         public string ImageRetrievalEmbeddingColumnName { get; set; } = GillColumnNames.ImageRetrievalEmbedding;
 
+        /// <summary>
+        /// Optional further training of the generation mapper alone after the joint steps (null or 0 epochs: none, as
+        /// GILL's recipe). The [IMG] hidden states of the training captions are computed once (the LM is frozen and E_img
+        /// fixed by then) and the mapper takes many cheap steps on them against the targets — see
+        /// <see cref="GillMapperDistillation"/>. Needs the target column and a generation loss weight above zero.
+        /// </summary>
+        public GillMapperDistillationOptions? MapperDistillation { get; set; }
+
         internal void Validate()
         {
             if (Backbone is null) throw new ArgumentNullException(nameof(Backbone), "The GILL trainer needs Options.Backbone (GillLanguageBackbone.Load).");
@@ -135,6 +143,12 @@ public sealed class GillJointTrainer : GillEstimatorBase<GillTransformer>
                 CaptionColumnName, TargetColumnName, VisualEncoder is null ? FeaturesColumnName : ImageColumnName };
             if (names.Any(string.IsNullOrWhiteSpace)) throw new ArgumentException("Column names must not be empty.");
             if (names.Take(5).Distinct(StringComparer.Ordinal).Count() != 5) throw new ArgumentException("The output column names must be distinct.");
+            if (MapperDistillation is { Epochs: > 0 } md)
+            {
+                md.Validate();
+                if (!(Training.GenerationLossWeight > 0))
+                    throw new ArgumentException("MapperDistillation needs the generation targets: Training.GenerationLossWeight must be above zero.", nameof(MapperDistillation));
+            }
         }
 
         internal Options Clone()
@@ -202,9 +216,24 @@ public sealed class GillJointTrainer : GillEstimatorBase<GillTransformer>
                 throw new OperationCanceledException($"{Stage}: training was cancelled after {result.StepsCompleted} steps" +
                     (result.LastCheckpoint is null ? "." : $"; the checkpoint '{result.LastCheckpoint}' resumes it."), o.CancellationToken);
             ch.Info(MessageSensitivity.None, $"{Stage}: done, {result.StepsCompleted} steps, last loss {result.LastLosses?.Total:G5}.");
+            if (o.MapperDistillation is { Epochs: > 0 } md)
+            {
+                var (states, targets) = CollectMapperPairs(input, parts, o.BatchSize);
+                using (states)
+                using (targets)
+                {
+                    var distill = new GillMapperDistillationOptions
+                    {
+                        Epochs = md.Epochs, BatchSize = md.BatchSize, LearningRate = md.LearningRate, WeightDecay = md.WeightDecay,
+                        GradClip = md.GradClip, Loss = training.GenerationLoss, Seed = unchecked(seed * 31L + 17),
+                    };
+                    var losses = GillMapperDistillation.Run(parts.Core, states, targets, distill, o.Progress, o.CancellationToken);
+                    ch.Info(MessageSensitivity.None, $"{Stage}: mapper distillation, {md.Epochs} epochs over {states.shape[0]} rows, loss {losses[0]:G5} → {losses[^1]:G5}.");
+                }
+            }
             return new GillTransformer(Context, parts, GillTransformer.ColumnNames.From(o), o.VisualEncoder, ownsEncoder: false, o.ImageFolder, o.TransformBatchSize)
             {
-                TrainingSummary = new GillTransformer.TrainingRecord(o.BatchSize, o.Epochs, result.StepsCompleted, rows, training),
+                TrainingSummary = new GillTransformer.TrainingRecord(o.BatchSize, o.Epochs, result.StepsCompleted, rows, training, o.MapperDistillation is { Epochs: > 0 } ? o.MapperDistillation : null),
             };
         }
         catch
@@ -215,6 +244,33 @@ public sealed class GillJointTrainer : GillEstimatorBase<GillTransformer>
     }
 
     /// <summary>Forwards progress to the caller and logs to the ML.NET channel every N steps.</summary>
+    /// <summary>[IMG] hidden states [N, r, D] of every training caption (text-only pass, no gradients) and their targets [N, L, m], on the CPU.</summary>
+    private (Tensor States, Tensor Targets) CollectMapperPairs(IDataView input, GillParts parts, int batchSize)
+    {
+        var o = _options;
+        var columns = new[] { GillColumn.Text(o.CaptionColumnName), GillColumn.FloatVector(o.TargetColumnName, _config.NumClipTokens, _config.GenEmbDim) };
+        var states = new List<Tensor>();
+        var targets = new List<Tensor>();
+        try
+        {
+            using var noGrad = torch.no_grad();
+            parts.Core.Heads.eval();
+            foreach (var b in StageData.Batches(Context, input, columns, Math.Max(batchSize, 64), null, Stage, o.ImageFolder))
+            {
+                o.CancellationToken.ThrowIfCancellationRequested();
+                using var scope = torch.NewDisposeScope();
+                var h = parts.ImgHiddenStates(b.GetTexts(o.CaptionColumnName), b.Positions.ToArray(), Stage, o.CaptionColumnName);
+                states.Add(h.to(ScalarType.Float32).cpu().detach().MoveToOuterDisposeScope());
+                targets.Add(b.GetTensor(o.TargetColumnName).to(ScalarType.Float32).cpu().detach().MoveToOuterDisposeScope());
+            }
+            return (torch.cat(states, 0), torch.cat(targets, 0));
+        }
+        finally
+        {
+            foreach (var t in states.Concat(targets)) t.Dispose();
+        }
+    }
+
     private sealed class ChannelProgress : IProgress<GillTrainingProgress>
     {
         private readonly IChannel _ch;
@@ -335,7 +391,8 @@ public sealed class GillTransformer : GillStageTransformerBase
         [property: JsonPropertyName("epochs")] int Epochs,
         [property: JsonPropertyName("steps")] long Steps,
         [property: JsonPropertyName("rows")] long Rows,
-        [property: JsonPropertyName("options")] GillTrainingOptions Options);
+        [property: JsonPropertyName("options")] GillTrainingOptions Options,
+        [property: JsonPropertyName("mapperDistillation")] GillMapperDistillationOptions? MapperDistillation = null);
 
     /// <summary>The frozen visual encoder when the model reads images (null when it reads features).</summary>
     public IVisualEncoder? VisualEncoder { get; }
