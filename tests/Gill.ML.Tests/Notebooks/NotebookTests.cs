@@ -92,6 +92,8 @@ public sealed class NotebookTests
         {
             using var kernel = new CSharpKernel();
             var refs = ReferenceCode();
+            // Set GILL_NOTEBOOK_OUTPUTS to a folder to keep every text/html output (charts, GILL results) for inspection.
+            var outputDir = Environment.GetEnvironmentVariable("GILL_NOTEBOOK_OUTPUTS") is { Length: > 0 } d ? Directory.CreateDirectory(d).FullName : null;
             for (int i = 0; i < cells.Count; i++)
             {
                 var code = cells[i].Contents.Contains(SetupMarker) ? refs : cells[i].Contents;
@@ -102,6 +104,11 @@ public sealed class NotebookTests
                     Assert.Fail($"{notebook}, C# cell {i + 1}:\n{cells[i].Contents}\n--- failed with:\n{string.Join("\n", failures)}");
                 var outputs = Outputs(result.Events);
                 Console.WriteLine($"{notebook} cell {i + 1}: {sw.Elapsed.TotalSeconds:F1} s, outputs: {string.Join(", ", outputs.GroupBy(o => o.MimeType).Select(g => $"{g.Count()} {g.Key}"))}");
+                if (outputDir is not null)
+                    foreach (var (html, k) in outputs.Where(o => o.MimeType == "text/html").Select((o, k) => (o.Value, k)))
+                        File.WriteAllText(Path.Combine(outputDir, $"{Path.GetFileNameWithoutExtension(notebook)}-cell{i + 1:D2}-{k + 1}.html"), html);
+                foreach (var text in result.Events.OfType<StandardOutputValueProduced>().SelectMany(e => e.FormattedValues).Select(f => f.Value))
+                    Console.Write("    " + (text.Length > 400 ? text[..400] + "…\n" : text));
                 foreach (var line in cells[i].Contents.Split('\n').Select(l => l.Trim()).Where(l => l.StartsWith(ExpectHtmlMarker, StringComparison.Ordinal)))
                 {
                     var expected = line[ExpectHtmlMarker.Length..].Trim();

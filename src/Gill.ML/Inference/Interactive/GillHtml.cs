@@ -120,6 +120,29 @@ public static class GillHtml
         return Img(PngDataUri(ImageTensorIO.ToPngBytes(image)), alt ?? "", width);
     }
 
+    /// <summary>A captioned image (<c>&lt;figure&gt;</c>) from encoded image bytes, e.g. to show gallery or ground-truth images next to results.</summary>
+    /// <param name="encodedImage">PNG, JPEG, GIF, BMP or WebP bytes.</param>
+    /// <param name="caption">Caption (escaped).</param>
+    /// <param name="width">Display width in CSS pixels.</param>
+    /// <exception cref="InvalidDataException">The bytes are not a decodable image.</exception>
+    public static string Figure(byte[] encodedImage, string caption, int width = 160)
+    {
+        ArgumentNullException.ThrowIfNull(encodedImage);
+        if (width <= 0) throw new ArgumentOutOfRangeException(nameof(width), width, "width must be positive.");
+        var sb = new StringBuilder();
+        AppendFigure(sb, "gill-figure", DataUri(encodedImage), caption ?? "", caption ?? "", null, width, null);
+        return sb.ToString();
+    }
+
+    /// <summary>A captioned image file (<c>&lt;figure&gt;</c>), embedded inline.</summary>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    public static string Figure(string imagePath, string caption, int width = 160)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(imagePath);
+        if (!File.Exists(imagePath)) throw new FileNotFoundException($"Image file '{imagePath}' does not exist.", imagePath);
+        return Figure(File.ReadAllBytes(imagePath), caption, width);
+    }
+
     /// <summary>HTML-escapes text (element content and attribute values).</summary>
     public static string Escape(string? text) => WebUtility.HtmlEncode(text ?? "");
 
