@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Gill.ML.Inference;
 
 /// <summary>One part of a generated answer.</summary>
-public abstract record GillOutputPart;
+public abstract partial record GillOutputPart;
 
 /// <summary>Generated text.</summary>
 public sealed record GillTextOutput(string Text) : GillOutputPart;
@@ -68,7 +68,7 @@ public sealed record GillImageGroup(int GroupIndex, int TokenPosition, GillImage
 public sealed record GillTimings(TimeSpan VisualEncoding, TimeSpan LanguageModel, TimeSpan Retrieval, TimeSpan Generation, TimeSpan Total);
 
 /// <summary>The output of one prompt.</summary>
-public sealed class GillGenerationResult : IDisposable
+public sealed partial class GillGenerationResult : IDisposable
 {
     internal GillGenerationResult(IReadOnlyList<GillOutputPart> parts, IReadOnlyList<GillImageGroup> groups, IReadOnlyList<int> tokenIds,
         int promptLength, GillTimings timings, int generatorCalls)

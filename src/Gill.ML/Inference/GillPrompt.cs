@@ -66,7 +66,7 @@ public sealed record GillImageInput : GillPromptPart
 }
 
 /// <summary>An interleaved prompt: a sequence of text and image parts, in order.</summary>
-public sealed class GillPrompt
+public sealed partial class GillPrompt
 {
     /// <summary>Creates a prompt from parts.</summary>
     public GillPrompt(IEnumerable<GillPromptPart> parts)

@@ -49,6 +49,31 @@ public sealed class NotebookTests
         CollectionAssert.Contains(names, "00-backbones.ipynb");
     }
 
+    /// <summary>
+    /// A cell containing <c>// gill:expect-html TEXT</c> must produce a text/html output (displayed or returned) that
+    /// contains TEXT: it checks that rich outputs (the GILL formatters, charts) reach the notebook.
+    /// </summary>
+    internal const string ExpectHtmlMarker = "// gill:expect-html ";
+
+    /// <summary><c>#r</c> lines for the assemblies of this test build that notebooks use.</summary>
+    internal static string ReferenceCode() => string.Join("\n", ReferencedAssemblies
+        .Select(a => Path.Combine(AppContext.BaseDirectory, a)).Where(File.Exists).Select(p => $"#r \"{p}\""));
+
+    /// <summary>Errors reported by a submission: failed commands, error outputs and compiler errors.</summary>
+    internal static List<string> Failures(IEnumerable<KernelEvent> events)
+    {
+        var list = events.ToList();
+        return list.OfType<CommandFailed>().Select(f => f.Message + (f.Exception is null ? "" : "\n" + f.Exception))
+            .Concat(list.OfType<ErrorProduced>().Select(e => e.Message))
+            .Concat(list.OfType<DiagnosticsProduced>().SelectMany(d => d.Diagnostics)
+                .Where(d => d.Severity == Microsoft.CodeAnalysis.DiagnosticSeverity.Error).Select(d => d.ToString()))
+            .ToList();
+    }
+
+    /// <summary>Formatted values a submission displayed or returned, as (MIME type, value).</summary>
+    internal static List<(string MimeType, string Value)> Outputs(IEnumerable<KernelEvent> events) =>
+        events.OfType<DisplayEvent>().SelectMany(e => e.FormattedValues).Select(f => (f.MimeType, f.Value)).ToList();
+
     [TestMethod]
     [DynamicData(nameof(Notebooks))]
     public async Task NotebookRunsWithoutErrors(string notebook)
@@ -62,23 +87,36 @@ public sealed class NotebookTests
 
         var previousDir = Environment.CurrentDirectory;
         Environment.CurrentDirectory = Path.Combine(root, "notebooks");
+        var total = System.Diagnostics.Stopwatch.StartNew();
         try
         {
             using var kernel = new CSharpKernel();
-            var refs = string.Join("\n", ReferencedAssemblies
-                .Select(a => Path.Combine(AppContext.BaseDirectory, a)).Where(File.Exists).Select(p => $"#r \"{p}\""));
+            var refs = ReferenceCode();
+            // Set GILL_NOTEBOOK_OUTPUTS to a folder to keep every text/html output (charts, GILL results) for inspection.
+            var outputDir = Environment.GetEnvironmentVariable("GILL_NOTEBOOK_OUTPUTS") is { Length: > 0 } d ? Directory.CreateDirectory(d).FullName : null;
             for (int i = 0; i < cells.Count; i++)
             {
                 var code = cells[i].Contents.Contains(SetupMarker) ? refs : cells[i].Contents;
+                var sw = System.Diagnostics.Stopwatch.StartNew();
                 var result = await kernel.SendAsync(new SubmitCode(code));
-                var failures = result.Events.OfType<CommandFailed>().Select(f => f.Message + (f.Exception is null ? "" : "\n" + f.Exception))
-                    .Concat(result.Events.OfType<ErrorProduced>().Select(e => e.Message))
-                    .Concat(result.Events.OfType<DiagnosticsProduced>().SelectMany(d => d.Diagnostics)
-                        .Where(d => d.Severity == Microsoft.CodeAnalysis.DiagnosticSeverity.Error).Select(d => d.ToString()))
-                    .ToList();
+                var failures = Failures(result.Events);
                 if (failures.Count > 0)
                     Assert.Fail($"{notebook}, C# cell {i + 1}:\n{cells[i].Contents}\n--- failed with:\n{string.Join("\n", failures)}");
+                var outputs = Outputs(result.Events);
+                Console.WriteLine($"{notebook} cell {i + 1}: {sw.Elapsed.TotalSeconds:F1} s, outputs: {string.Join(", ", outputs.GroupBy(o => o.MimeType).Select(g => $"{g.Count()} {g.Key}"))}");
+                if (outputDir is not null)
+                    foreach (var (html, k) in outputs.Where(o => o.MimeType == "text/html").Select((o, k) => (o.Value, k)))
+                        File.WriteAllText(Path.Combine(outputDir, $"{Path.GetFileNameWithoutExtension(notebook)}-cell{i + 1:D2}-{k + 1}.html"), html);
+                foreach (var text in result.Events.OfType<StandardOutputValueProduced>().SelectMany(e => e.FormattedValues).Select(f => f.Value))
+                    Console.Write("    " + (text.Length > 400 ? text[..400] + "…\n" : text));
+                foreach (var line in cells[i].Contents.Split('\n').Select(l => l.Trim()).Where(l => l.StartsWith(ExpectHtmlMarker, StringComparison.Ordinal)))
+                {
+                    var expected = line[ExpectHtmlMarker.Length..].Trim();
+                    Assert.IsTrue(outputs.Any(o => o.MimeType == "text/html" && o.Value.Contains(expected, StringComparison.Ordinal)),
+                        $"{notebook}, C# cell {i + 1}: no text/html output contains '{expected}' (outputs: {string.Join(", ", outputs.Select(o => o.MimeType))}).");
+                }
             }
+            Console.WriteLine($"{notebook}: {total.Elapsed.TotalSeconds:F1} s");
         }
         finally
         {
