@@ -17,13 +17,16 @@ internal sealed class DemoCommandProvider : ICommandProvider
         var seed = new Option<int>("--seed") { Description = "Seed of the world, the pretraining and GILL's training", DefaultValueFactory = _ => 0 };
         var images = new Option<int>("--images") { Description = "Test images in the retrieval gallery and the attribute evaluation", DefaultValueFactory = _ => 100 };
         var steps = new Option<int>("--steps") { Description = "Optimizer steps of GILL's joint training", DefaultValueFactory = _ => new DemoOptions().Steps };
+        var worldImages = new Option<int?>("--world-images") { Description = "Captioned training images of the world [default: 20000; 4000 with --quick]" };
+        var imageSize = new Option<int?>("--image-size") { Description = "Rendered image size in pixels [default: 32]" };
+        var stepsScale = new Option<double?>("--steps-scale") { Description = "Multiplies every pretraining phase's steps [default: 1; 0.25 with --quick]" };
         var distill = new Option<int?>("--mapper-epochs") { Description = "Epochs of mapper-only distillation on cached [IMG] states after the joint steps (0: off) [default: 12]" };
         var quick = new Option<bool>("--quick") { Description = "Quick world backbones (smaller world, a quarter of the pretraining steps)" };
         var batch = new Option<int?>("--batch-size") { Description = "Examples per optimizer step of GILL's joint training [default: 16]" };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate of GILL's joint training [default: 2e-3]" };
         var threads = new Option<int?>("--threads") { Description = "Torch CPU threads (0: leave libtorch's setting) [default: 1]" };
         var cmd = new Command("demo", "GILL end to end on the shapes world: pretrain the backbones (cached), train GILL, run stories and dialogues, write an HTML report with every figure against its baseline");
-        foreach (var o in new Option[] { cache, output, seed, images, steps, quick, batch, lr, threads, distill }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { cache, output, seed, images, steps, quick, batch, lr, threads, distill, worldImages, imageSize, stepsScale }) cmd.Options.Add(o);
         cmd.SetAction((parse, ct) => Task.FromResult(Execute(new DemoOptions
         {
             CacheDirectory = parse.GetValue(cache),
@@ -32,7 +35,7 @@ internal sealed class DemoCommandProvider : ICommandProvider
             EvaluationImages = parse.GetValue(images),
             Steps = parse.GetValue(steps),
             Quick = parse.GetValue(quick),
-        }.With(parse.GetValue(batch), parse.GetValue(lr), parse.GetValue(threads), parse.GetValue(distill)), ct)));
+        }.With(parse.GetValue(batch), parse.GetValue(lr), parse.GetValue(threads), parse.GetValue(distill), parse.GetValue(worldImages), parse.GetValue(imageSize), parse.GetValue(stepsScale)), ct)));
         return cmd;
     }
 
@@ -104,8 +107,11 @@ internal sealed class DemoCommandProvider : ICommandProvider
 internal static class DemoOptionsExtensions
 {
     /// <summary>Applies the optional command-line overrides, keeping the library defaults where none is given.</summary>
-    public static DemoOptions With(this DemoOptions options, int? batchSize, double? learningRate, int? threads, int? mapperEpochs)
+    public static DemoOptions With(this DemoOptions options, int? batchSize, double? learningRate, int? threads, int? mapperEpochs, int? worldImages, int? imageSize, double? stepsScale)
     {
+        options.WorldImages = worldImages ?? options.WorldImages;
+        options.ImageSize = imageSize ?? options.ImageSize;
+        options.PretrainStepsScale = stepsScale ?? options.PretrainStepsScale;
         if (mapperEpochs is int e) options.MapperDistillationEpochs = e;
         if (batchSize is int b) options.BatchSize = b;
         if (learningRate is double lr) options.LearningRate = lr;

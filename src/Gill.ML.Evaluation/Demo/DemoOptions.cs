@@ -18,6 +18,15 @@ public sealed class DemoOptions
     /// <summary>Use <see cref="WorldPretrainOptions.Quick"/> for the backbones (ignored when <see cref="Pretraining"/> is set).</summary>
     public bool Quick { get; set; }
 
+    /// <summary>Captioned training images of the world (null: the preset's; ignored when <see cref="Pretraining"/> is set).</summary>
+    public int? WorldImages { get; set; }
+
+    /// <summary>Rendered image size in pixels (null: the preset's, 32; ignored when <see cref="Pretraining"/> is set).</summary>
+    public int? ImageSize { get; set; }
+
+    /// <summary>Multiplier of every pretraining phase's steps (null: the preset's; ignored when <see cref="Pretraining"/> is set).</summary>
+    public double? PretrainStepsScale { get; set; }
+
     /// <summary>Explicit pretraining options (their cache folder and seed are replaced by this object's when those are set).</summary>
     public WorldPretrainOptions? Pretraining { get; set; }
 
@@ -67,6 +76,8 @@ public sealed class DemoOptions
         if (Samples < 0) throw new ArgumentOutOfRangeException(nameof(Samples), Samples, "Samples must not be negative.");
         if (ImageTokens < 1) throw new ArgumentOutOfRangeException(nameof(ImageTokens), ImageTokens, "ImageTokens must be at least 1.");
         if (VisualTokens < 1) throw new ArgumentOutOfRangeException(nameof(VisualTokens), VisualTokens, "VisualTokens must be at least 1.");
+        if (WorldImages is < 1) throw new ArgumentOutOfRangeException(nameof(WorldImages), WorldImages, "WorldImages must be at least 1.");
+        if (PretrainStepsScale is double scale && !(scale > 0)) throw new ArgumentOutOfRangeException(nameof(PretrainStepsScale), scale, "PretrainStepsScale must be positive.");
         if (MapperDistillationEpochs < 0) throw new ArgumentOutOfRangeException(nameof(MapperDistillationEpochs), MapperDistillationEpochs, "MapperDistillationEpochs must not be negative.");
         if (Threads < 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "Threads must not be negative.");
     }

@@ -65,7 +65,13 @@ public static class DemoRunner
     {
         ArgumentNullException.ThrowIfNull(options);
         var p = options.Pretraining ?? (options.Quick ? WorldPretrainOptions.Quick(options.Seed) : new WorldPretrainOptions { Seed = options.Seed });
-        if (options.Pretraining is null) p.Seed = options.Seed;
+        if (options.Pretraining is null)
+        {
+            p.Seed = options.Seed;
+            if (options.WorldImages is int n) p.World.Images = p.World.Images with { Train = n };
+            if (options.ImageSize is int size) p.World.ImageSize = size;
+            if (options.PretrainStepsScale is double scale) p.StepsScale = scale;
+        }
         if (options.CacheDirectory is not null) p.CacheDirectory = options.CacheDirectory;
         return p;
     }
