@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Gill.ML.Evaluation;
+using Gill.ML.Evaluation.Paper;
+using Gill.ML.World.Pretraining;
 using Microsoft.ML;
 using Spectre.Console;
 using TorchSharp;
@@ -29,6 +31,7 @@ internal sealed class EvalCommandProvider : ICommandProvider
         eval.Subcommands.Add(ClipSim());
         eval.Subcommands.Add(ClipSimEmbeddings());
         eval.Subcommands.Add(Bleu());
+        eval.Subcommands.Add(Paper());
         return eval;
     }
 
@@ -335,5 +338,94 @@ internal sealed class EvalCommandProvider : ICommandProvider
             return 0;
         }));
         return cmd;
+    }
+
+    // ------------------------------------------------------------------ paper
+
+    private static Command Paper()
+    {
+        var cache = new Option<string?>("--cache") { Description = "Pretrained world cache folder (read only) [default: the folder 'gill world pretrain' writes, quick or full]" };
+        var output = new Option<string>("--out") { Description = "Output folder (tables as .md/.json/.png, index.md, results.json)", DefaultValueFactory = _ => "gill-paper" };
+        var quick = new Option<bool>("--quick") { Description = "2 seeds, fewer steps, smaller evaluation sets (meant for the quick backbones)" };
+        var seeds = new Option<int?>("--seeds") { Description = "Number of seeds (default 5, quick 2)" };
+        var steps = new Option<int?>("--steps") { Description = "GILL training steps per model (default: gill demo's default; quick 40)" };
+        var only = new Option<string[]>("--only") { Description = "Experiments to run: " + string.Join(", ", PaperOptions.ExperimentNames) + " (comma or space separated; default all)", AllowMultipleArgumentsPerToken = true };
+        var cmd = new Command("paper", "Reproduce the GILL paper's tables on the shapes world (stories, dialogue, retrieval, mapper, img-tokens, decision, frozen-lm, retrieved-context)");
+        foreach (var o in new Option[] { cache, output, quick, seeds, steps, only }) cmd.Options.Add(o);
+        cmd.SetAction((r, ct) => Task.FromResult(RunPaper(r.GetValue(cache), r.GetValue(output) ?? "gill-paper", r.GetValue(quick), r.GetValue(seeds), r.GetValue(steps), r.GetValue(only), ct)));
+        return cmd;
+    }
+
+    private static int RunPaper(string? cache, string output, bool quick, int? seeds, int? steps, string[]? only, CancellationToken ct)
+    {
+        var options = new PaperOptions
+        {
+            CacheDirectory = cache ?? (quick ? WorldPretrainOptions.Quick(0) : new WorldPretrainOptions()).DefaultCacheDirectory(),
+            OutputDirectory = output,
+            Quick = quick,
+            Seeds = seeds,
+            Steps = steps,
+            Only = only?.SelectMany(o => o.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList(),
+        };
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        PaperResult? result = null;
+        try
+        {
+            AnsiConsole.Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    var overall = ctx.AddTask("all experiments", maxValue: 1);
+                    var phase = ctx.AddTask("starting", maxValue: 1);
+                    var gate = new object();
+                    result = PaperExperiments.Run(options, new PaperReporter(p =>
+                    {
+                        lock (gate)
+                        {
+                            overall.MaxValue = Math.Max(1, p.TotalWork);
+                            overall.Value = Math.Min(p.Done, overall.MaxValue);
+                            phase.Description = Markup.Escape(p.Phase + (p.Loss is double l && double.IsFinite(l) ? $" (loss {l:F3})" : ""));
+                            phase.MaxValue = Math.Max(1, p.Total);
+                            phase.Value = Math.Min(p.Step, phase.MaxValue);
+                        }
+                    }), ct);
+                    overall.Value = overall.MaxValue;
+                    phase.Value = phase.MaxValue;
+                });
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("Cancelled.");
+            return 130;
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or InvalidOperationException or UnauthorizedAccessException or NotSupportedException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        foreach (var t in result!.Tables)
+        {
+            var table = new Table { Title = new TableTitle(Markup.Escape(t.Title)) };
+            table.AddColumn("");
+            foreach (var c in t.Columns) table.AddColumn(Markup.Escape(c));
+            foreach (var row in t.Rows)
+                table.AddRow(new[] { Markup.Escape(row.Label) }.Concat(t.Columns.Select(c => row.Cells.TryGetValue(c, out var cell) ? Markup.Escape(cell.Format()) : "–")).ToArray());
+            AnsiConsole.Write(table);
+        }
+        AnsiConsole.MarkupLineInterpolated($"Total time: {result.TotalSeconds:F0} s. Tables: [green]{result.IndexPath}[/], {result.ResultsPath}");
+        return 0;
+    }
+
+    private sealed class PaperReporter(Action<PaperProgress> report) : IProgress<PaperProgress>
+    {
+        public void Report(PaperProgress value) => report(value);
     }
 }

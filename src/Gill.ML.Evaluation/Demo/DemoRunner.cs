@@ -33,7 +33,7 @@ public static class DemoRunner
     public const string EmbedderLabel = "world CLIP image tower";
 
     /// <summary>Factor on the [IMG0] logit that forces an image at the first step (the original evaluations' setting).</summary>
-    public const double ForcedImageScaleFactor = 1e4;
+    public const double ForcedImageScaleFactor = WorldGillTraining.ForcedImageScaleFactor;
 
     private static readonly JsonSerializerOptions JsonOptions = new()
     {
@@ -134,60 +134,29 @@ public static class DemoRunner
             var ml = new MLContext(seed: o.Seed);
 
             // 2. GILL's joint training through the ML.NET stages.
-            int rows = Math.Min(train.Count, o.Steps * o.BatchSize);
-            var trainRows = train.Take(rows).ToList();
-            IDataView trainData = Frame(trainRows.Select(x => x.ImagePath), trainRows.Select(x => x.Caption));
             string modelPath = Path.Combine(outDir, ModelFileName);
             var model = Phase("training", () =>
             {
-                int hidden = backbone.EmbeddingSize;
-                int heads = hidden % 4 == 0 ? 4 : hidden % 2 == 0 ? 2 : 1;
-                var pipeline = ml.Gill().ExtractVisualFeatures(GillColumnNames.ClipPooledFeatures, GillColumnNames.ImagePath, encoder)
-                    .Append(ml.Gill().ComputeGenerationTargets(world.ClipTextFolder, sequenceLength: cond.SequenceLength,
-                        cacheFolder: Path.Combine(outDir, "work", "generation-targets")))
-                    .Append(ml.Gill().Trainers.Gill(new GillJointTrainer.Options
+                var fitted = WorldGillTraining.Train(ml, backbone, encoder, cond, world.ClipTextFolder, train, WorldGillSettings.From(o),
+                    Path.Combine(outDir, "work", "generation-targets"),
+                    new SyncProgress<GillTrainingProgress>(p =>
                     {
-                        Backbone = backbone,
-                        Architecture = new GillConfig
+                        if (p.Stage == "mapper-distillation")
                         {
-                            NVisualTokens = o.VisualTokens, NumTokens = o.ImageTokens, VisualHiddenSize = encoder.FeatureSize,
-                            RetEmbDim = Math.Min(256, hidden), MapperHiddenDim = hidden, MapperNumHeads = heads,
-                            MapperNumEncoderLayers = 1, MapperNumDecoderLayers = 1,
-                            NumClipTokens = cond.SequenceLength, GenEmbDim = cond.EmbeddingDim,
-                        },
-                        MaxSequenceLength = Math.Min(40, backbone.LanguageModel.Info.MaxPositions),
-                        BatchSize = o.BatchSize,
-                        Epochs = (int)Math.Ceiling(o.Steps * (double)o.BatchSize / rows),
-                        MaxSteps = o.Steps,
-                        Seed = o.Seed,
-                        LogEveryNSteps = Math.Max(1, o.Steps / 10),
-                        MapperDistillation = o.MapperDistillationEpochs > 0 ? new GillMapperDistillationOptions { Epochs = o.MapperDistillationEpochs } : null,
-                        Progress = new SyncProgress<GillTrainingProgress>(p =>
-                        {
-                            if (p.Stage == "mapper-distillation")
-                            {
-                                _distillation.Add(p.Losses.Generation);
-                                progress?.Report(new DemoProgress("training", (int)p.Step, (int)p.TotalSteps, p.Losses.Generation,
-                                    FormattableString.Invariant($"mapper distillation, generation {p.Losses.Generation:G4}")));
-                                return;
-                            }
-                            _losses.Add(p.Losses.Total);
-                            var l = p.Losses;
-                            _components["captioning"].Add(l.Captioning); _components["retrieval_text"].Add(l.RetrievalText);
-                            _components["generation_text"].Add(l.GenerationText); _components["contrastive"].Add(l.Contrastive);
-                            _components["generation"].Add(l.Generation);
-                            progress?.Report(new DemoProgress("training", (int)p.Step, o.Steps, l.Total,
-                                FormattableString.Invariant($"captioning {l.Captioning:G4}, [IMG] text {l.RetrievalText:G4}/{l.GenerationText:G4}, contrastive {l.Contrastive:G4}, generation {l.Generation:G4}")));
-                        }),
-                        CancellationToken = ct,
-                        Training = new GillTrainingOptions
-                        {
-                            LearningRate = o.LearningRate, WarmupSteps = Math.Max(1, o.Steps / 20), TotalSteps = o.Steps,
-                            LrStepSize = Math.Max(1, o.Steps * 3 / 4), LrGamma = 0.3, Seed = o.Seed, CheckpointDirectory = null,
-                        },
-                    }));
-                var fitted = pipeline.Fit(trainData);
-                ml.Gill().Model.Save(fitted, trainData.Schema, modelPath);
+                            _distillation.Add(p.Losses.Generation);
+                            progress?.Report(new DemoProgress("training", (int)p.Step, (int)p.TotalSteps, p.Losses.Generation,
+                                FormattableString.Invariant($"mapper distillation, generation {p.Losses.Generation:G4}")));
+                            return;
+                        }
+                        _losses.Add(p.Losses.Total);
+                        var l = p.Losses;
+                        _components["captioning"].Add(l.Captioning); _components["retrieval_text"].Add(l.RetrievalText);
+                        _components["generation_text"].Add(l.GenerationText); _components["contrastive"].Add(l.Contrastive);
+                        _components["generation"].Add(l.Generation);
+                        progress?.Report(new DemoProgress("training", (int)p.Step, o.Steps, l.Total,
+                            FormattableString.Invariant($"captioning {l.Captioning:G4}, [IMG] text {l.RetrievalText:G4}/{l.GenerationText:G4}, contrastive {l.Contrastive:G4}, generation {l.Generation:G4}")));
+                    }), ct);
+                ml.Gill().Model.Save(fitted, ((IDataView)WorldGillTraining.Frame([], [])).Schema, modelPath);
                 return fitted;
             });
             try
@@ -341,13 +310,7 @@ public static class DemoRunner
             }
         }
 
-        private Tensor GenerateOne(GillModel gill, GillPrompt prompt, string what)
-        {
-            using var r = gill.Generate(prompt, Forced(GillDecisionMode.AlwaysGenerate), ct);
-            var image = r.Parts.OfType<GillGeneratedImageOutput>().FirstOrDefault()
-                ?? throw new InvalidOperationException($"GILL produced no image for {what} although [IMG] was forced (scale factor {ForcedImageScaleFactor}).");
-            return image.Image.detach().clone();
-        }
+        private Tensor GenerateOne(GillModel gill, GillPrompt prompt, string what) => WorldGillTraining.GenerateOne(gill, prompt, what, ct);
     }
 
     /// <summary>
@@ -366,39 +329,16 @@ public static class DemoRunner
         }
     }
 
-    private static GillGenerationOptions Forced(GillDecisionMode mode) => new()
-    {
-        MaxNewTokens = 8, ImageTokenScaleFactor = ForcedImageScaleFactor, MaxImages = 1, DecisionMode = mode,
-        ContextOverflow = GillContextOverflow.TruncateLeft, Seed = 1337,
-    };
+    private static GillGenerationOptions Forced(GillDecisionMode mode) => WorldGillTraining.Forced(mode);
 
-    private static GillPrompt ToPrompt(IReadOnlyList<(string Text, string? ImagePath)> inputs)
-    {
-        var parts = new List<GillPromptPart>();
-        foreach (var (text, image) in inputs)
-        {
-            parts.Add(new GillTextInput(text + " "));
-            if (image is not null) parts.Add(GillImageInput.FromFile(image));
-        }
-        return new GillPrompt(parts);
-    }
+    private static GillPrompt ToPrompt(IReadOnlyList<(string Text, string? ImagePath)> inputs) => WorldGillTraining.ToPrompt(inputs);
 
-    private static DataFrame Frame(IEnumerable<string> paths, IEnumerable<string> captions) => new(
-        new StringDataFrameColumn(GillColumnNames.ImagePath, paths),
-        new StringDataFrameColumn(GillColumnNames.Caption, captions));
+    private static DataFrame Frame(IEnumerable<string> paths, IEnumerable<string> captions) => WorldGillTraining.Frame(paths, captions);
 
     /// <summary>The world image tower's projected embedding of RGB images [3,H,W] in [0,1] (resized to the tower's size).</summary>
-    internal static Tensor EmbedImages(WorldVisualEncoder encoder, IReadOnlyList<Tensor> images)
-    {
-        using var scope = torch.NewDisposeScope();
-        var batch = Resize(torch.stack(images.Select(i => i.to(ScalarType.Float32).cpu()).ToArray()), encoder.ImageSize);
-        var (_, embeddings) = encoder.Encode(batch);
-        return embeddings.MoveToOuterDisposeScope();
-    }
+    internal static Tensor EmbedImages(WorldVisualEncoder encoder, IReadOnlyList<Tensor> images) => WorldGillTraining.EmbedImages(encoder, images);
 
-    private static Tensor Resize(Tensor images, int size) =>
-        images.shape[2] == size && images.shape[3] == size ? images
-            : nn.functional.interpolate(images, [size, size], mode: InterpolationMode.Bilinear, align_corners: false).clamp(0, 1);
+    private static Tensor Resize(Tensor images, int size) => WorldGillTraining.Resize(images, size);
 
     private static double Tail(IReadOnlyList<double> values, bool last)
     {

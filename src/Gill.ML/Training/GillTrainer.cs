@@ -38,6 +38,8 @@ public sealed class GillTrainer : IDisposable
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        if (options.TrainLanguageModel && options.CheckpointDirectory is not null)
+            throw new NotSupportedException("Checkpoints hold GILL's trainable heads only, not language model weights: TrainLanguageModel cannot be combined with CheckpointDirectory.");
         Options = options.Clone();
         _step = new GillTrainingStep(model, Options);
     }

@@ -60,6 +60,16 @@ public sealed class GillTrainingOptions
     /// <summary>Generation loss kind (per-token L2 as the code, or MSE as the paper).</summary>
     public GenerationLossKind GenerationLoss { get; set; } = GenerationLossKind.L2;
 
+    /// <summary>
+    /// Also optimise the language model's own parameters (FROMAGe's "unfrozen LM" ablation); off by default, so the LM
+    /// stays frozen as in GILL. The LM keeps its eval mode (no dropout) and gets no weight decay. Training this way
+    /// changes the backbone object in place: give it a backbone copy of its own.
+    /// </summary>
+    public bool TrainLanguageModel { get; set; }
+
+    /// <summary>Peak learning rate of the language model's parameters when <see cref="TrainLanguageModel"/> is set (same warm-up and StepLR schedule).</summary>
+    public double LanguageModelLearningRate { get; set; } = 1e-4;
+
     /// <summary>Seed of the concatenation coin flips and of the torch generator (set once when training starts).</summary>
     public long Seed { get; set; } = 42;
 
@@ -86,6 +96,7 @@ public sealed class GillTrainingOptions
             if (!ok) throw new ArgumentOutOfRangeException(name, value, $"GillTrainingOptions.{name} {what}.");
         }
         Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be positive");
+        Check(LanguageModelLearningRate > 0 && double.IsFinite(LanguageModelLearningRate), nameof(LanguageModelLearningRate), LanguageModelLearningRate, "must be positive");
         Check(WarmupSteps >= 0, nameof(WarmupSteps), WarmupSteps, "must be non-negative");
         Check(LrStepSize > 0, nameof(LrStepSize), LrStepSize, "must be positive");
         Check(LrGamma > 0 && LrGamma <= 1, nameof(LrGamma), LrGamma, "must be in (0, 1]");

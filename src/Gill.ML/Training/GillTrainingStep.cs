@@ -54,10 +54,15 @@ public sealed class GillForwardResult
 public sealed class GillTrainingStep : IDisposable
 {
     private readonly Parameter[] _parameters;
+    private readonly Parameter[] _lmParameters = Array.Empty<Parameter>();
     private readonly SplitMix64 _coins;
     private bool _disposed;
 
-    /// <summary>Creates the optimizer over <paramref name="model"/>'s trainable heads.</summary>
+    /// <summary>
+    /// Creates the optimizer over <paramref name="model"/>'s trainable heads, plus the language model's parameters (their
+    /// own learning rate, no weight decay) when <see cref="GillTrainingOptions.TrainLanguageModel"/> is set.
+    /// </summary>
+    /// <exception cref="NotSupportedException">TrainLanguageModel is set but the language model is not a TorchSharp module.</exception>
     public GillTrainingStep(GillCoreModel model, GillTrainingOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -65,8 +70,26 @@ public sealed class GillTrainingStep : IDisposable
         options.Validate();
         Model = model;
         Options = options.Clone();
-        _parameters = model.Heads.parameters().ToArray();
-        Optimizer = torch.optim.AdamW(_parameters, Options.LearningRate, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay);
+        var heads = model.Heads.parameters().ToArray();
+        if (Options.TrainLanguageModel)
+        {
+            var lm = model.LanguageModel as nn.Module
+                ?? throw new NotSupportedException($"TrainLanguageModel needs a TorchSharp language model; {model.LanguageModel.GetType().Name} is not an nn.Module.");
+            model.LanguageModel.SetTrainable(true);
+            lm.eval();
+            _lmParameters = lm.parameters().Where(p => p.requires_grad).ToArray();
+            _parameters = heads.Concat(_lmParameters).ToArray();
+            Optimizer = torch.optim.AdamW(new[]
+            {
+                new AdamW.ParamGroup(heads, Options.LearningRate, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay),
+                new AdamW.ParamGroup(_lmParameters, Options.LanguageModelLearningRate, Options.Beta1, Options.Beta2, Options.Epsilon, 0.0),
+            }, Options.LearningRate, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay);
+        }
+        else
+        {
+            _parameters = heads;
+            Optimizer = torch.optim.AdamW(_parameters, Options.LearningRate, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay);
+        }
         _coins = new SplitMix64(unchecked((ulong)Options.Seed * 0x9E3779B97F4A7C15UL + 1));
     }
 
@@ -229,7 +252,7 @@ public sealed class GillTrainingStep : IDisposable
         double[] sums = new double[6];
         int examples = 0;
         Model.Heads.train();
-        Model.Heads.zero_grad();
+        ZeroGradients();
         foreach (var batch in microBatches)
         {
             using var scope = torch.NewDisposeScope();
@@ -244,17 +267,26 @@ public sealed class GillTrainingStep : IDisposable
         double gradNorm;
         using (var scope = torch.NewDisposeScope())
         {
-            foreach (var g in Optimizer.ParamGroups) g.LearningRate = lr;
+            var groups = Optimizer.ParamGroups.ToArray();
+            groups[0].LearningRate = lr;
+            // The LM group follows the same schedule, scaled to its own peak rate.
+            for (int i = 1; i < groups.Length; i++) groups[i].LearningRate = lr * Options.LanguageModelLearningRate / Options.LearningRate;
             gradNorm = Options.GradClip > 0
                 ? torch.nn.utils.clip_grad_norm_(_parameters, Options.GradClip)
                 : GlobalGradNorm();
             Optimizer.step();
             Model.RenormalizeImgTokenEmbeddings();
         }
-        Model.Heads.zero_grad();
+        ZeroGradients();
         StepsTaken++;
         var losses = new GillLossValues(sums[0] / n, sums[1] / n, sums[2] / n, sums[3] / n, sums[4] / n, sums[5] / n);
         return new GillStepResult(StepsTaken, losses, lr, gradNorm, examples);
+    }
+
+    private void ZeroGradients()
+    {
+        Model.Heads.zero_grad();
+        if (_lmParameters.Length > 0) ((nn.Module)Model.LanguageModel).zero_grad();
     }
 
     private double GlobalGradNorm()
@@ -291,5 +323,11 @@ public sealed class GillTrainingStep : IDisposable
         if (_disposed) return;
         _disposed = true;
         Optimizer.Dispose();
+        if (_lmParameters.Length > 0)
+        {
+            // The fine-tuned weights stay; gradients are switched off again, as GillCoreModel leaves the LM.
+            ((nn.Module)Model.LanguageModel).zero_grad();
+            Model.LanguageModel.SetTrainable(false);
+        }
     }
 }

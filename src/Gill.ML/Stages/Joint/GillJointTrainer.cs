@@ -479,6 +479,8 @@ public sealed class GillTransformer : GillStageTransformerBase
     {
         if (VisualEncoder is not null and not IPersistableVisualEncoder)
             throw new NotSupportedException($"The visual encoder '{VisualEncoder.Name}' ({VisualEncoder.GetType().FullName}) cannot be saved: it does not implement IPersistableVisualEncoder.");
+        if (TrainingSummary?.Options.TrainLanguageModel == true)
+            throw new NotSupportedException("This model was trained with GillTrainingOptions.TrainLanguageModel: a saved GILL model holds the heads only and would reload the original frozen language model.");
         base.SaveTo(writer);
         if (TrainingSummary is not null) writer.SetOptions("training", TrainingSummary);
         (VisualEncoder as IPersistableVisualEncoder)?.SaveTo(writer);
