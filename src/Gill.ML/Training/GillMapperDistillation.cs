@@ -13,7 +13,7 @@ public sealed class GillMapperDistillationOptions
     /// <summary>Pairs per optimizer step.</summary>
     public int BatchSize { get; set; } = 64;
 
-    /// <summary>AdamW learning rate (constant after a warm-up of 5% of the steps).</summary>
+    /// <summary>Peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine decay to 10% of it).</summary>
     public double LearningRate { get; set; } = 3e-3;
 
     /// <summary>AdamW weight decay.</summary>
@@ -97,7 +97,8 @@ public static class GillMapperDistillation
                     var index = torch.tensor(perm.AsSpan((int)from, (int)count).ToArray());
                     var h = imgHiddenStates.index_select(0, index.to(imgHiddenStates.device)).to(model.Device);
                     var y = targets.index_select(0, index.to(targets.device)).to(model.Device);
-                    double lr = options.LearningRate * Math.Min(1.0, (step + 1) / (double)warmup);
+                    double lr = options.LearningRate * Math.Min(1.0, (step + 1) / (double)warmup)
+                                * (0.1 + 0.9 * 0.5 * (1 + Math.Cos(Math.PI * step / (double)total)));
                     foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
                     optimizer.zero_grad();
                     var loss = GillLosses.Generation(model.GenerationEmbedding(h), y, options.Loss);
