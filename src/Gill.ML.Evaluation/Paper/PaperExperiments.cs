@@ -115,7 +115,8 @@ public static class PaperExperiments
 
         public void Dispose()
         {
-            foreach (var t in Chain) (t as IDisposable)?.Dispose();
+            // The feature and target stages before it are shared by every model of the run.
+            Stage.Dispose();
             if (ownsBackbone) Backbone.Dispose();
         }
     }
@@ -189,6 +190,27 @@ public static class PaperExperiments
             _maxRounds = _dialogues.Count == 0 ? 0 : Math.Min(10, _dialogues.Max(d => d.Rounds.Count));
         }
 
+        private WorldGillTraining.Prepared? _prepared;
+
+        /// <summary>Visual features and generation targets of the training rows, computed once for every training of the run.</summary>
+        private WorldGillTraining.Prepared Prepared
+        {
+            get
+            {
+                lock (_owned)
+                {
+                    if (_prepared is null)
+                    {
+                        var sw = Stopwatch.StartNew();
+                        _prepared = WorldGillTraining.Prepare(_ml, _encoder, _generator.ConditioningShape, _f.ClipText, _train,
+                            Math.Min(_train.Count, Steps * _o.BatchSize), Path.Combine(_work, "generation-targets"));
+                        Time("training data (features, targets)", sw.Elapsed.TotalSeconds);
+                    }
+                    return _prepared;
+                }
+            }
+        }
+
         private bool NeedsStories => _selected.Any(e => e is "stories" or "retrieval" or "retrieved-context");
 
         private T Own<T>(T d) where T : IDisposable
@@ -202,7 +224,10 @@ public static class PaperExperiments
         private void Report(string phase, int step, int total, double? loss = null) =>
             _progress?.Report(new PaperProgress(phase, step, total, _done, _totalWork, loss));
 
-        private void Time(string key, double seconds) => _seconds[key] = _seconds.GetValueOrDefault(key) + seconds;
+        private void Time(string key, double seconds)
+        {
+            lock (_seconds) _seconds[key] = _seconds.GetValueOrDefault(key) + seconds;
+        }
 
         private WorldGillSettings Base(int seed) => new()
         {
@@ -236,7 +261,9 @@ public static class PaperExperiments
             string load = ReadLoadAverage();
             int seeds = _o.SeedCount;
             const double evalUnits = 25;
-            _totalWork = seeds * ((1 + Variants(0).Count) * (double)Steps + _selected.Count * evalUnits);
+            int baseEvaluations = _selected.Count(e => e is "stories" or "dialogue" or "retrieval" or "decision" or "retrieved-context")
+                + (_selected.Any(e => e is "mapper" or "img-tokens" or "frozen-lm") ? 1 : 0);
+            _totalWork = seeds * ((1 + Variants(0).Count) * ((double)Steps + evalUnits) + baseEvaluations * evalUnits);
 
             var builders = new Dictionary<string, PaperTableBuilder>();
             PaperTableBuilder B(string name) => builders[name];
@@ -249,6 +276,9 @@ public static class PaperExperiments
             if (_selected.Contains("retrieval")) ClipRetrievalBaseline(B("retrieval"));
             Time("baselines", sw.Elapsed.TotalSeconds);
 
+            // Ablation variants train on a second thread (one torch thread each) while this thread trains the base model and
+            // evaluates; results come back in a fixed order, so the tables do not depend on timing.
+            using var variantQueue = new VariantTrainer(this, Enumerable.Range(0, seeds).SelectMany(Variants).ToList(), _o.ParallelTraining);
             for (int seed = 0; seed < seeds; seed++)
             {
                 _ct.ThrowIfCancellationRequested();
@@ -296,7 +326,7 @@ public static class PaperExperiments
                     gallery?.Dispose();
                     memoryIndex?.Dispose();
                 }
-                TrainVariants(seed, builders);
+                EvaluateVariants(seed, variantQueue, builders);
             }
 
             var tables = new List<PaperTable>();
@@ -324,7 +354,7 @@ public static class PaperExperiments
             var sw = Stopwatch.StartNew();
             var r = body();
             Time(name, sw.Elapsed.TotalSeconds);
-            _done += 25;
+            lock (_seconds) _done += 25;
             Report($"seed {seed}: {name}", 1, 1);
             return r;
         }
@@ -338,8 +368,7 @@ public static class PaperExperiments
             var sw = Stopwatch.StartNew();
             var ml = new MLContext(seed: s.Seed);
             double doneAtStart = _done;
-            var chain = WorldGillTraining.Train(ml, backbone, _encoder, _generator.ConditioningShape, _f.ClipText, _train, s,
-                Path.Combine(_work, "generation-targets"),
+            var chain = WorldGillTraining.Train(ml, backbone, _encoder, _generator.ConditioningShape, Prepared, s,
                 new SyncProgress<GillTrainingProgress>(p =>
                 {
                     lock (_seconds)
@@ -351,58 +380,123 @@ public static class PaperExperiments
             return new Trained(chain, backbone, ownsBackbone, sw.Elapsed.TotalSeconds);
         }
 
-        private void TrainVariants(int seed, Dictionary<string, PaperTableBuilder> builders)
+        private void EvaluateVariants(int seed, VariantTrainer queue, Dictionary<string, PaperTableBuilder> builders)
         {
-            var variants = Variants(seed);
-            int width = _o.ParallelTraining ? 2 : 1;
-            for (int i = 0; i < variants.Count; i += width)
+            foreach (var v in Variants(seed))
             {
                 _ct.ThrowIfCancellationRequested();
-                var batch = variants.Skip(i).Take(width).ToList();
-                var tasks = batch.Select(v => RunTraining(v, seed, concurrent: batch.Count > 1)).ToList();
-                try
+                using var trained = queue.Next(v);
+                Time(v.Experiment, trained.Seconds);
+                var figures = Experiment($"{v.Experiment}: {v.Name}", seed, () => CaptionLevel(trained, retrievalOnly: v.Settings.GenerationLossWeight == 0));
+                lock (_seconds)
                 {
-                    Task.WaitAll(tasks.ToArray<Task>(), _ct);
-                }
-                catch (AggregateException e) when (e.InnerExceptions.Count == 1)
-                {
-                    foreach (var t in tasks) if (t.IsCompletedSuccessfully) t.Result.Dispose();
-                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
-                }
-                catch
-                {
-                    foreach (var t in tasks) if (t.IsCompletedSuccessfully) t.Result.Dispose();
-                    throw;
-                }
-                for (int j = 0; j < batch.Count; j++)
-                {
-                    using var trained = tasks[j].Result;
-                    var v = batch[j];
-                    // Parallel trainings share the wall clock: each counts half of it.
-                    Time(v.Experiment, trained.Seconds / batch.Count);
-                    var figures = Experiment($"{v.Experiment}: {v.Name}", seed, () => CaptionLevel(trained, retrievalOnly: v.Settings.GenerationLossWeight == 0));
                     Time(v.Experiment, _seconds[$"{v.Experiment}: {v.Name}"]);
                     _seconds.Remove($"{v.Experiment}: {v.Name}");
-                    AddCaptionRows(v, figures, builders);
                 }
+                AddCaptionRows(v, figures, builders);
             }
         }
 
-        private Task<Trained> RunTraining(Variant v, int seed, bool concurrent) => Task.Factory.StartNew(() =>
+        /// <summary>Trains one variant on a backbone copy of its own (its own [IMG] vocabulary; the fine-tuned LM changes only that copy).</summary>
+        private Trained TrainVariant(Variant v)
         {
-            // OpenMP thread settings are per native thread: set them on this one too.
-            if (_o.Threads > 0) torch.set_num_threads(_o.Threads);
             var backbone = GillLanguageBackbone.Load(_f.LanguageModel, _f.LanguageModel, v.Settings.ImageTokens);
             try
             {
-                return Train($"seed {seed}: training {v.Experiment} / {v.Name}", v.Settings, backbone, ownsBackbone: true);
+                return Train($"seed {v.Settings.Seed}: training {v.Experiment} / {v.Name}", v.Settings, backbone, ownsBackbone: true);
             }
             catch
             {
                 backbone.Dispose();
                 throw;
             }
-        }, _ct, concurrent ? TaskCreationOptions.LongRunning : TaskCreationOptions.None, TaskScheduler.Default);
+        }
+
+        /// <summary>Trains the variants in order, on a background thread when parallel, at most two ahead of the consumer.</summary>
+        private sealed class VariantTrainer : IDisposable
+        {
+            private readonly PaperSession _s;
+            private readonly List<Variant> _variants;
+            private readonly System.Collections.Concurrent.BlockingCollection<Trained>? _ready;
+            private readonly Thread? _thread;
+            private readonly CancellationTokenSource _stop;
+            private Exception? _error;
+            private int _next;
+
+            public VariantTrainer(PaperSession session, List<Variant> variants, bool parallel)
+            {
+                _s = session;
+                _variants = variants;
+                _stop = CancellationTokenSource.CreateLinkedTokenSource(session._ct);
+                if (!parallel || variants.Count == 0) return;
+                _ready = new System.Collections.Concurrent.BlockingCollection<Trained>(boundedCapacity: 2);
+                _thread = new Thread(Work) { IsBackground = true, Name = "gill-paper-variants" };
+                _thread.Start();
+            }
+
+            private void Work()
+            {
+                try
+                {
+                    // Thread settings of the CPU backend are per native thread.
+                    if (_s._o.Threads > 0) torch.set_num_threads(_s._o.Threads);
+                    foreach (var v in _variants)
+                    {
+                        _stop.Token.ThrowIfCancellationRequested();
+                        var t = _s.TrainVariant(v);
+                        try
+                        {
+                            _ready!.Add(t, _stop.Token);
+                        }
+                        catch
+                        {
+                            t.Dispose();
+                            throw;
+                        }
+                    }
+                }
+                catch (Exception e)
+                {
+                    _error = e;
+                }
+                finally
+                {
+                    _ready!.CompleteAdding();
+                }
+            }
+
+            /// <summary>The trained model of <paramref name="expected"/> (the next one in order).</summary>
+            public Trained Next(Variant expected)
+            {
+                if (_next >= _variants.Count || !ReferenceEquals(_variants[_next], expected) && _variants[_next] != expected)
+                    throw new InvalidOperationException($"Variant '{expected.Name}' was requested out of order.");
+                _next++;
+                if (_ready is null) return _s.TrainVariant(expected);
+                try
+                {
+                    if (_ready.TryTake(out var t, Timeout.Infinite, _s._ct)) return t;
+                }
+                catch (OperationCanceledException)
+                {
+                    throw;
+                }
+                if (_error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(_error).Throw();
+                throw new InvalidOperationException("The variant trainer stopped without a model.");
+            }
+
+            public void Dispose()
+            {
+                _stop.Cancel();
+                if (_ready is not null)
+                {
+                    while (_ready.TryTake(out var t)) t.Dispose();
+                    _thread!.Join();
+                    while (_ready.TryTake(out var t)) t.Dispose();
+                    _ready.Dispose();
+                }
+                _stop.Dispose();
+            }
+        }
 
         // ------------------------------------------------------------------ tables
 
@@ -536,6 +630,13 @@ public static class PaperExperiments
 
         private (double Clip, double R18) Similarity(IReadOnlyList<Tensor> generated, Features truth)
         {
+            var (clip, r18, _) = Similarity(generated, truth, withFrechet: false);
+            return (clip, r18);
+        }
+
+        /// <summary>CLIP similarity and ResNet-18 perceptual distance of pairs, and optionally the Fréchet distance of the two sets (one ResNet-18 pass).</summary>
+        private (double Clip, double R18, double Fd) Similarity(IReadOnlyList<Tensor> generated, Features truth, bool withFrechet)
+        {
             var g = Measure(generated);
             try
             {
@@ -543,7 +644,8 @@ public static class PaperExperiments
                 var none = new ClipSimilarityOptions { BootstrapResamples = 0 };
                 double clip = eval.ClipSimilarity(g.Clip, truth.Clip, null, none).Value;
                 double r18 = eval.ResNet18PerceptualDistance(g.ResNet, truth.ResNet, null, new BootstrapOptions { BootstrapResamples = 0 }).Value;
-                return (clip, r18);
+                double fd = withFrechet ? eval.FrechetResNet18(g.ResNetMatrix, truth.ResNetMatrix, new FidOptions()).Value : double.NaN;
+                return (clip, r18, fd);
             }
             finally
             {
@@ -831,6 +933,7 @@ public static class PaperExperiments
             var scored = model.Chain.Transform(WorldGillTraining.Frame(_test.Select(x => x.ImagePath), _test.Select(x => x.Caption)));
             var texts = WorldGillTraining.Column(scored, GillColumnNames.TextRetrievalEmbedding);
             var images = WorldGillTraining.Column(scored, GillColumnNames.ImageRetrievalEmbedding);
+
             var recall = _ml.Gill().Evaluation.RecallAtK(texts, images, Enumerable.Range(0, _test.Count).ToArray(), RetrievalDirection.TextToImage,
                 new RecallAtKOptions { Ks = [1, 5, 10], BootstrapResamples = 0 });
             if (retrievalOnly) return new CaptionFigures(recall.Recall[1], recall.Recall[5], recall.Recall[10], double.NaN, double.NaN, double.NaN);
@@ -844,10 +947,7 @@ public static class PaperExperiments
                 using (var flat = torch.tensor(gen.SelectMany(v => v).ToArray(), new long[] { n, model.Core.Config.NumClipTokens, cond.EmbeddingDim }))
                 using (var fromGill = _generator.Generate(flat, null, null, _ct))
                     for (int i = 0; i < n; i++) generated.Add(fromGill.Images[i].detach().clone());
-                var (clip, _) = Similarity(generated, TestTruth);
-                double fd;
-                using (var feats = _resnet.Embed(generated))
-                    fd = _ml.Gill().Evaluation.FrechetResNet18(feats, TestTruth.ResNetMatrix, new FidOptions()).Value;
+                var (clip, _, fd) = Similarity(generated, TestTruth, withFrechet: true);
                 ShapesAttributeMetrics attr;
                 using (var scope = torch.NewDisposeScope())
                     attr = _classifier.Evaluate(_test.Select(x => x.Scene.Objects[0]).ToList(), WorldGillTraining.Resize(torch.stack(generated), _classifier.ImageSize));
@@ -998,7 +1098,7 @@ public static class PaperExperiments
             string.Join("\n", new[]
             {
                 $"- Cache: `{_f.Root}` (read only); seeds 0–{_o.SeedCount - 1}; {Steps} training steps × batch {_o.BatchSize}, lr {_o.LearningRate:G3}, r = {_o.ImageTokens}, k = {_o.VisualTokens}{(_o.Quick ? "; quick mode" : "")}.",
-                $"- Total wall time: {totalSeconds:F0} s ({totalSeconds / 60:F1} min) on {Environment.ProcessorCount} cores, torch threads {(_o.Threads > 0 ? _o.Threads : torch.get_num_threads())} per training{(_o.ParallelTraining ? ", two ablation trainings at a time" : "")}; load average at start: {load}.",
+                $"- Total wall time: {totalSeconds:F0} s ({totalSeconds / 60:F1} min) on {Environment.ProcessorCount} cores, torch threads {(_o.Threads > 0 ? _o.Threads : torch.get_num_threads())} per thread{(_o.ParallelTraining ? "; the ablation variants train on a second thread while the base model trains and is evaluated, so the seconds by part overlap" : "")}; load average at start: {load}.",
                 "- Seconds by part: " + string.Join(", ", _seconds.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value:F0}")) + ".",
                 $"- Similarity: {ClipLabel} (not CLIP ViT-L/14); perceptual distance: {PerceptualLabel}. Numbers are not comparable with the paper's; compare rows.",
             });
@@ -1048,6 +1148,7 @@ public static class PaperExperiments
         public void Dispose()
         {
             foreach (var f in new[] { _testTruth, _storyTruth, _dialogueTruth }) f?.ResNetMatrix.Dispose();
+            if (_prepared?.Prefix is IEnumerable<ITransformer> prefix) foreach (var t in prefix) (t as IDisposable)?.Dispose();
             for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
         }
     }
