@@ -327,24 +327,33 @@ public static class PaperExperiments
                     memoryIndex?.Dispose();
                 }
                 EvaluateVariants(seed, variantQueue, builders);
+                // Tables so far, so that an interrupted run leaves its finished seeds behind.
+                if (seed + 1 < seeds) WriteAll(builders, total.Elapsed.TotalSeconds, load, seed + 1);
             }
 
+            var (tables, files) = WriteAll(builders, total.Elapsed.TotalSeconds, load, seeds);
+            string index = Path.Combine(_out, IndexFileName), results = Path.Combine(_out, ResultsFileName);
+            double totalSeconds = total.Elapsed.TotalSeconds;
+            Report("done", 1, 1);
+            return new PaperResult { Tables = tables, IndexPath = index, ResultsPath = results, TotalSeconds = totalSeconds, Files = files };
+        }
+
+        private (List<PaperTable> Tables, List<string> Files) WriteAll(Dictionary<string, PaperTableBuilder> builders, double totalSeconds, string load, int seedsDone)
+        {
             var tables = new List<PaperTable>();
             var files = new List<string>();
             foreach (var name in _selected)
             {
-                var table = Finish(name, builders[name]);
+                var table = Finish(name, builders[name], seedsDone);
                 tables.Add(table);
                 files.AddRange(table.Save(_out));
             }
-            double totalSeconds = total.Elapsed.TotalSeconds;
             string index = Path.Combine(_out, IndexFileName), results = Path.Combine(_out, ResultsFileName);
-            PaperTable.WriteText(index, Index(tables, totalSeconds, load));
-            PaperTable.WriteText(results, Results(tables, totalSeconds, load) + "\n");
+            PaperTable.WriteText(index, Index(tables, totalSeconds, load, seedsDone));
+            PaperTable.WriteText(results, Results(tables, totalSeconds, load, seedsDone) + "\n");
             files.Add(index);
             files.Add(results);
-            Report("done", 1, 1);
-            return new PaperResult { Tables = tables, IndexPath = index, ResultsPath = results, TotalSeconds = totalSeconds, Files = files };
+            return (tables, files);
         }
 
         private T Experiment<T>(string name, int seed, Func<T> body)
@@ -548,9 +557,23 @@ public static class PaperExperiments
             }
         }
 
-        private PaperTable Finish(string name, PaperTableBuilder b)
+        private PaperTable Finish(string name, PaperTableBuilder b, int seedsDone)
         {
-            string steps = $"GILL trained {Steps} steps × batch {_o.BatchSize} (lr {_o.LearningRate:G3}, k = {_o.VisualTokens} visual tokens) per seed; mean ± sample std over {_o.SeedCount} seed(s).";
+            var saved = b.Notes.ToList();
+            try
+            {
+                return FinishCore(name, b, seedsDone);
+            }
+            finally
+            {
+                b.Notes.Clear();
+                b.Notes.AddRange(saved);
+            }
+        }
+
+        private PaperTable FinishCore(string name, PaperTableBuilder b, int seedsDone)
+        {
+            string steps = $"GILL trained {Steps} steps × batch {_o.BatchSize} (lr {_o.LearningRate:G3}, k = {_o.VisualTokens} visual tokens) per seed; mean ± sample std over {seedsDone} seed(s){(seedsDone < _o.SeedCount ? $" (partial: {seedsDone} of {_o.SeedCount} seeds done)" : "")}.";
             b.Notes.Add(steps);
             double seconds = _seconds.GetValueOrDefault(name);
             switch (name)
@@ -1094,20 +1117,25 @@ public static class PaperExperiments
 
         // ------------------------------------------------------------------ summary
 
-        private string Facts(double totalSeconds, string load) =>
+        private List<KeyValuePair<string, double>> SecondsSnapshot()
+        {
+            lock (_seconds) return _seconds.ToList();
+        }
+
+        private string Facts(double totalSeconds, string load, int seedsDone) =>
             string.Join("\n", new[]
             {
-                $"- Cache: `{_f.Root}` (read only); seeds 0–{_o.SeedCount - 1}; {Steps} training steps × batch {_o.BatchSize}, lr {_o.LearningRate:G3}, r = {_o.ImageTokens}, k = {_o.VisualTokens}{(_o.Quick ? "; quick mode" : "")}.",
-                $"- Total wall time: {totalSeconds:F0} s ({totalSeconds / 60:F1} min) on {Environment.ProcessorCount} cores, torch threads {(_o.Threads > 0 ? _o.Threads : torch.get_num_threads())} per thread{(_o.ParallelTraining ? "; the ablation variants train on a second thread while the base model trains and is evaluated, so the seconds by part overlap" : "")}; load average at start: {load}.",
-                "- Seconds by part: " + string.Join(", ", _seconds.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value:F0}")) + ".",
+                $"- Cache: `{_f.Root}` (read only); seeds 0–{seedsDone - 1}{(seedsDone < _o.SeedCount ? $" (partial: {seedsDone} of {_o.SeedCount})" : "")}; {Steps} training steps × batch {_o.BatchSize}, lr {_o.LearningRate:G3}, r = {_o.ImageTokens}, k = {_o.VisualTokens}{(_o.Quick ? "; quick mode" : "")}.",
+                $"- {(seedsDone < _o.SeedCount ? "Wall time so far" : "Total wall time")}: {totalSeconds:F0} s ({totalSeconds / 60:F1} min) on {Environment.ProcessorCount} cores, torch threads {(_o.Threads > 0 ? _o.Threads : torch.get_num_threads())} per thread{(_o.ParallelTraining ? "; the ablation variants train on a second thread while the base model trains and is evaluated, so the seconds by part overlap" : "")}; load average at start: {load}.",
+                "- Seconds by part: " + string.Join(", ", SecondsSnapshot().OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value:F0}")) + ".",
                 $"- Similarity: {ClipLabel} (not CLIP ViT-L/14); perceptual distance: {PerceptualLabel}. Numbers are not comparable with the paper's; compare rows.",
             });
 
-        private string Index(IReadOnlyList<PaperTable> tables, double totalSeconds, string load)
+        private string Index(IReadOnlyList<PaperTable> tables, double totalSeconds, string load, int seedsDone)
         {
             var sb = new StringBuilder();
             sb.Append("# GILL's paper experiments on the shapes world\n\n");
-            sb.Append(Facts(totalSeconds, load)).Append("\n\n");
+            sb.Append(Facts(totalSeconds, load, seedsDone)).Append("\n\n");
             foreach (var t in tables)
             {
                 sb.Append(t.ToMarkdown()).Append('\n');
@@ -1116,13 +1144,14 @@ public static class PaperExperiments
             return sb.ToString();
         }
 
-        private string Results(IReadOnlyList<PaperTable> tables, double totalSeconds, string load)
+        private string Results(IReadOnlyList<PaperTable> tables, double totalSeconds, string load, int seedsDone)
         {
             var root = new JsonObject
             {
                 ["total_seconds"] = Math.Round(totalSeconds, 1),
                 ["cache_directory"] = _f.Root,
                 ["seeds"] = _o.SeedCount,
+                ["seeds_done"] = seedsDone,
                 ["steps"] = Steps,
                 ["batch_size"] = _o.BatchSize,
                 ["learning_rate"] = _o.LearningRate,
@@ -1131,7 +1160,7 @@ public static class PaperExperiments
                 ["quick"] = _o.Quick,
                 ["processors"] = Environment.ProcessorCount,
                 ["load_average"] = load,
-                ["seconds"] = new JsonObject(_seconds.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Math.Round(kv.Value, 1)))),
+                ["seconds"] = new JsonObject(SecondsSnapshot().OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Math.Round(kv.Value, 1)))),
                 ["clip_embedder"] = ClipLabel,
                 ["perceptual_distance"] = PerceptualLabel,
                 ["tables"] = new JsonArray(tables.Select(t => JsonNode.Parse(t.ToJson())).ToArray()),
