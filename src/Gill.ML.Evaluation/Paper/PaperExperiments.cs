@@ -421,88 +421,97 @@ public static class PaperExperiments
             }
         }
 
-        /// <summary>Trains the variants in order, on a background thread when parallel, at most two ahead of the consumer.</summary>
+        /// <summary>
+        /// Trains the variants: a background thread takes them in order (at most <see cref="MaxAhead"/> ahead of the
+        /// evaluation), and the evaluating thread, while it waits for one, trains a later one itself. Each variant's
+        /// training depends only on its settings, so the tables do not depend on which thread trained what.
+        /// </summary>
         private sealed class VariantTrainer : IDisposable
         {
+            private const int MaxAhead = 3;
             private readonly PaperSession _s;
             private readonly List<Variant> _variants;
-            private readonly System.Collections.Concurrent.BlockingCollection<Trained>? _ready;
+            private readonly int[] _claimed;
+            private readonly TaskCompletionSource<Trained>[] _done;
             private readonly Thread? _thread;
             private readonly CancellationTokenSource _stop;
-            private Exception? _error;
+            private readonly object _gate = new();
             private int _next;
 
             public VariantTrainer(PaperSession session, List<Variant> variants, bool parallel)
             {
                 _s = session;
                 _variants = variants;
+                _claimed = new int[variants.Count];
+                _done = variants.Select(_ => new TaskCompletionSource<Trained>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
                 _stop = CancellationTokenSource.CreateLinkedTokenSource(session._ct);
                 if (!parallel || variants.Count == 0) return;
-                _ready = new System.Collections.Concurrent.BlockingCollection<Trained>(boundedCapacity: 2);
                 _thread = new Thread(Work) { IsBackground = true, Name = "gill-paper-variants" };
                 _thread.Start();
             }
 
-            private void Work()
+            private bool Claim(int i) => Interlocked.Exchange(ref _claimed[i], 1) == 0;
+
+            private void RunJob(int i)
             {
                 try
                 {
-                    // Thread settings of the CPU backend are per native thread.
-                    if (_s._o.Threads > 0) torch.set_num_threads(_s._o.Threads);
-                    foreach (var v in _variants)
-                    {
-                        _stop.Token.ThrowIfCancellationRequested();
-                        var t = _s.TrainVariant(v);
-                        try
-                        {
-                            _ready!.Add(t, _stop.Token);
-                        }
-                        catch
-                        {
-                            t.Dispose();
-                            throw;
-                        }
-                    }
+                    _stop.Token.ThrowIfCancellationRequested();
+                    _done[i].SetResult(_s.TrainVariant(_variants[i]));
                 }
                 catch (Exception e)
                 {
-                    _error = e;
-                }
-                finally
-                {
-                    _ready!.CompleteAdding();
+                    _done[i].SetException(e);
                 }
             }
 
-            /// <summary>The trained model of <paramref name="expected"/> (the next one in order).</summary>
+            private void Work()
+            {
+                // Thread settings of the CPU backend are per native thread.
+                if (_s._o.Threads > 0) torch.set_num_threads(_s._o.Threads);
+                for (int i = 0; i < _variants.Count; i++)
+                {
+                    lock (_gate)
+                        while (i >= _next + MaxAhead && !_stop.IsCancellationRequested) Monitor.Wait(_gate, 200);
+                    if (_stop.IsCancellationRequested) break;
+                    if (Claim(i)) RunJob(i);
+                }
+            }
+
+            /// <summary>The trained model of <paramref name="expected"/> (the next one in order); the caller disposes it.</summary>
             public Trained Next(Variant expected)
             {
-                if (_next >= _variants.Count || !ReferenceEquals(_variants[_next], expected) && _variants[_next] != expected)
+                int i = _next;
+                if (i >= _variants.Count || _variants[i] != expected)
                     throw new InvalidOperationException($"Variant '{expected.Name}' was requested out of order.");
-                _next++;
-                if (_ready is null) return _s.TrainVariant(expected);
+                if (Claim(i)) RunJob(i);
+                // While the background thread trains this one, train a later one of the same seed here.
+                for (int j = i + 1; !_done[i].Task.IsCompleted && j < _variants.Count && j < i + MaxAhead
+                     && _variants[j].Settings.Seed == expected.Settings.Seed; j++)
+                    if (Claim(j)) RunJob(j);
                 try
                 {
-                    if (_ready.TryTake(out var t, Timeout.Infinite, _s._ct)) return t;
+                    _done[i].Task.Wait(_s._ct);
                 }
-                catch (OperationCanceledException)
+                catch (AggregateException e) when (e.InnerExceptions.Count == 1)
                 {
-                    throw;
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
                 }
-                if (_error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(_error).Throw();
-                throw new InvalidOperationException("The variant trainer stopped without a model.");
+                lock (_gate)
+                {
+                    _next = i + 1;
+                    Monitor.PulseAll(_gate);
+                }
+                return _done[i].Task.Result;
             }
 
             public void Dispose()
             {
                 _stop.Cancel();
-                if (_ready is not null)
-                {
-                    while (_ready.TryTake(out var t)) t.Dispose();
-                    _thread!.Join();
-                    while (_ready.TryTake(out var t)) t.Dispose();
-                    _ready.Dispose();
-                }
+                lock (_gate) Monitor.PulseAll(_gate);
+                _thread?.Join();
+                for (int i = _next; i < _done.Length; i++)
+                    if (_done[i].Task.IsCompletedSuccessfully) _done[i].Task.Result.Dispose();
                 _stop.Dispose();
             }
         }
