@@ -10,6 +10,7 @@ using Gill.ML.Modules;
 using Gill.ML.Modules.Clip;
 using Gill.ML.Retrieval;
 using Gill.ML.Stages;
+using Gill.ML.Stages.Decision;
 using Gill.ML.Stages.Joint;
 using Gill.ML.Tokenization;
 using Gill.ML.Training;
@@ -135,6 +136,11 @@ public static class PaperExperiments
         private readonly CancellationToken _ct;
         private readonly string _out, _work;
         private readonly Dictionary<string, double> _seconds = new();
+
+        // The global torch generator is shared by all threads: weight initialisation (seeded save/seed/restore), module
+        // construction on load and dropout draw from it. Sections that do are run one at a time, so that results do not
+        // depend on how the two training threads interleave.
+        private readonly SemaphoreSlim _rngGate = new(1, 1);
         private readonly List<IDisposable> _owned = new();
         private readonly IReadOnlyList<string> _selected;
         private double _done, _totalWork;
@@ -188,6 +194,7 @@ public static class PaperExperiments
             if (_selected.Contains("dialogue") && _dialogues.Count == 0) throw new InvalidOperationException($"The world in '{f.World}' has no test dialogues.");
             _storyGallery = _stories.SelectMany(s => s.Steps).Select(s => (s.ImagePath, s.ImagePath)).Distinct().ToList();
             _maxRounds = _dialogues.Count == 0 ? 0 : Math.Min(10, _dialogues.Max(d => d.Rounds.Count));
+            _clipTextContext = ReadClipTextContext();
         }
 
         private WorldGillTraining.Prepared? _prepared;
@@ -202,8 +209,16 @@ public static class PaperExperiments
                     if (_prepared is null)
                     {
                         var sw = Stopwatch.StartNew();
-                        _prepared = WorldGillTraining.Prepare(_ml, _encoder, _generator.ConditioningShape, _f.ClipText, _train,
-                            Math.Min(_train.Count, Steps * _o.BatchSize), Path.Combine(_work, "generation-targets"));
+                        _rngGate.Wait(_ct);
+                        try
+                        {
+                            _prepared = WorldGillTraining.Prepare(_ml, _encoder, _generator.ConditioningShape, _f.ClipText, _train,
+                                Math.Min(_train.Count, Steps * _o.BatchSize), Path.Combine(_work, "generation-targets"));
+                        }
+                        finally
+                        {
+                            _rngGate.Release();
+                        }
                         Time("training data (features, targets)", sw.Elapsed.TotalSeconds);
                     }
                     return _prepared;
@@ -376,17 +391,32 @@ public static class PaperExperiments
         {
             var sw = Stopwatch.StartNew();
             var ml = new MLContext(seed: s.Seed);
-            double doneAtStart = _done;
-            var chain = WorldGillTraining.Train(ml, backbone, _encoder, _generator.ConditioningShape, Prepared, s,
-                new SyncProgress<GillTrainingProgress>(p =>
-                {
-                    lock (_seconds)
+            var prepared = Prepared;
+            // Initialisation and the trainer's seeding happen before the first step reports.
+            _rngGate.Wait(_ct);
+            int released = 0;
+            void Release()
+            {
+                if (Interlocked.Exchange(ref released, 1) == 0) _rngGate.Release();
+            }
+            try
+            {
+                var chain = WorldGillTraining.Train(ml, backbone, _encoder, _generator.ConditioningShape, prepared, s,
+                    new SyncProgress<GillTrainingProgress>(p =>
                     {
-                        _done += 1;
-                        Report(phase, (int)p.Step, s.Steps, p.Losses.Total);
-                    }
-                }), _ct);
-            return new Trained(chain, backbone, ownsBackbone, sw.Elapsed.TotalSeconds);
+                        Release();
+                        lock (_seconds)
+                        {
+                            _done += 1;
+                            Report(phase, (int)p.Step, s.Steps, p.Losses.Total);
+                        }
+                    }), _ct);
+                return new Trained(chain, backbone, ownsBackbone, sw.Elapsed.TotalSeconds);
+            }
+            finally
+            {
+                Release();
+            }
         }
 
         private void EvaluateVariants(int seed, VariantTrainer queue, Dictionary<string, PaperTableBuilder> builders)
@@ -409,7 +439,16 @@ public static class PaperExperiments
         /// <summary>Trains one variant on a backbone copy of its own (its own [IMG] vocabulary; the fine-tuned LM changes only that copy).</summary>
         private Trained TrainVariant(Variant v)
         {
-            var backbone = GillLanguageBackbone.Load(_f.LanguageModel, _f.LanguageModel, v.Settings.ImageTokens);
+            GillLanguageBackbone backbone;
+            _rngGate.Wait(_ct);
+            try
+            {
+                backbone = GillLanguageBackbone.Load(_f.LanguageModel, _f.LanguageModel, v.Settings.ImageTokens);
+            }
+            finally
+            {
+                _rngGate.Release();
+            }
             try
             {
                 return Train($"seed {v.Settings.Seed}: training {v.Experiment} / {v.Name}", v.Settings, backbone, ownsBackbone: true);
@@ -1010,7 +1049,16 @@ public static class PaperExperiments
                 new BooleanDataFrameColumn(GillColumnNames.Label, ps.Select(p => p.Label == ShapesDecision.Retrieve)));
             var imgTokens = model.Stage.ImgTokens;
             var trainHidden = imgTokens.Transform(Prompts(train));
-            var classifierModel = ml.Gill().Trainers.DecisionClassifier(model.Stage, seed: seed).Fit(trainHidden);
+            DecisionClassifierTransformer classifierModel;
+            _rngGate.Wait(_ct);
+            try
+            {
+                classifierModel = ml.Gill().Trainers.DecisionClassifier(model.Stage, seed: seed).Fit(trainHidden);
+            }
+            finally
+            {
+                _rngGate.Release();
+            }
             var eval = _ml.Gill().Evaluation;
             var none = new BootstrapOptions { BootstrapResamples = 0 };
             string[] names = ["generate", "retrieve"];
@@ -1026,7 +1074,16 @@ public static class PaperExperiments
             try
             {
                 var testHidden = imgTokens.Transform(Prompts(test));
-                var probs = classifierModel.Transform(testHidden).GetColumn<float>(GillColumnNames.Probability).ToArray();
+                float[] probs;
+                _rngGate.Wait(_ct);
+                try
+                {
+                    probs = classifierModel.Transform(testHidden).GetColumn<float>(GillColumnNames.Probability).ToArray();
+                }
+                finally
+                {
+                    _rngGate.Release();
+                }
                 Add("decision classifier (GILL)", probs.Select(p => p >= 0.5f ? 1 : 0).ToArray());
             }
             finally
@@ -1188,6 +1245,7 @@ public static class PaperExperiments
             foreach (var f in new[] { _testTruth, _storyTruth, _dialogueTruth }) f?.ResNetMatrix.Dispose();
             if (_prepared?.Prefix is IEnumerable<ITransformer> prefix) foreach (var t in prefix) (t as IDisposable)?.Dispose();
             for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
+            _rngGate.Dispose();
         }
     }
 }
