@@ -75,29 +75,70 @@ internal static class WorldGillTraining
         IDataView trainData = Frame(used.Select(x => x.ImagePath), used.Select(x => x.Caption));
         var pipeline = ml.Gill().ExtractVisualFeatures(GillColumnNames.ClipPooledFeatures, GillColumnNames.ImagePath, encoder)
             .Append(ml.Gill().ComputeGenerationTargets(clipTextFolder, sequenceLength: cond.SequenceLength, cacheFolder: targetsCache))
-            .Append(ml.Gill().Trainers.Gill(new GillJointTrainer.Options
-            {
-                Backbone = backbone,
-                Architecture = Architecture(backbone, encoder, cond, s),
-                MaxSequenceLength = Math.Min(40, backbone.LanguageModel.Info.MaxPositions),
-                BatchSize = s.BatchSize,
-                Epochs = (int)Math.Ceiling(s.Steps * (double)s.BatchSize / rows),
-                MaxSteps = s.Steps,
-                Seed = s.Seed,
-                LogEveryNSteps = Math.Max(1, s.Steps / 10),
-                MapperDistillation = s.MapperDistillationEpochs > 0 && s.GenerationLossWeight > 0 ? new GillMapperDistillationOptions { Epochs = s.MapperDistillationEpochs } : null,
-                Progress = progress,
-                CancellationToken = ct,
-                Training = new GillTrainingOptions
-                {
-                    LearningRate = s.LearningRate, WarmupSteps = Math.Max(1, s.Steps / 20), TotalSteps = s.Steps,
-                    LrStepSize = Math.Max(1, s.Steps * 3 / 4), LrGamma = 0.3, Seed = s.Seed, CheckpointDirectory = null,
-                    GenerationLossWeight = s.GenerationLossWeight,
-                    TrainLanguageModel = s.TrainLanguageModel, LanguageModelLearningRate = s.LanguageModelLearningRate,
-                },
-            }));
+            .Append(Trainer(ml, backbone, encoder, cond, rows, s, progress, ct));
         return pipeline.Fit(trainData);
     }
+
+    /// <summary>
+    /// The first two stages of the raw-rows Train overload (visual features, generation targets) fitted on the training rows and
+    /// their output cached in memory, so that several GILL trainings on the same rows share one feature pass.
+    /// </summary>
+    public sealed record Prepared(ITransformer Prefix, IDataView Data, int Rows);
+
+    /// <summary>Fits and runs the feature and target stages on the first <paramref name="rows"/> training rows, caching the result.</summary>
+    public static Prepared Prepare(MLContext ml, WorldVisualEncoder encoder, ConditioningShape cond, string clipTextFolder,
+        IReadOnlyList<ShapesImageExample> trainRows, int rows, string? targetsCache)
+    {
+        var used = trainRows.Take(rows).ToList();
+        IDataView raw = Frame(used.Select(x => x.ImagePath), used.Select(x => x.Caption));
+        var prefix = ml.Gill().ExtractVisualFeatures(GillColumnNames.ClipPooledFeatures, GillColumnNames.ImagePath, encoder)
+            .Append(ml.Gill().ComputeGenerationTargets(clipTextFolder, sequenceLength: cond.SequenceLength, cacheFolder: targetsCache))
+            .Fit(raw);
+        var cached = ml.Data.Cache(prefix.Transform(raw));
+        // Fill the cache now, so that concurrent trainings only read it.
+        using (var cursor = cached.GetRowCursor(cached.Schema))
+            while (cursor.MoveNext()) { }
+        return new Prepared(prefix, cached, used.Count);
+    }
+
+    /// <summary>
+    /// Trains GILL on <paramref name="prepared"/> rows exactly as the raw-rows Train overload does on the raw rows; the returned
+    /// chain is the shared prefix followed by the new GILL stage (dispose only its last transformer).
+    /// </summary>
+    public static TransformerChain<GillTransformer> Train(MLContext ml, GillLanguageBackbone backbone, WorldVisualEncoder encoder, ConditioningShape cond,
+        Prepared prepared, WorldGillSettings s, IProgress<GillTrainingProgress>? progress, CancellationToken ct)
+    {
+        if (prepared.Rows < s.BatchSize) throw new InvalidOperationException($"The world has {prepared.Rows} training images, fewer than BatchSize {s.BatchSize}.");
+        int rows = Math.Min(prepared.Rows, s.Steps * s.BatchSize);
+        var data = rows == prepared.Rows ? prepared.Data : ml.Data.TakeRows(prepared.Data, rows);
+        var gill = Trainer(ml, backbone, encoder, cond, rows, s, progress, ct).Fit(data);
+        var parts = (prepared.Prefix is IEnumerable<ITransformer> chain ? chain.ToArray() : new[] { prepared.Prefix }).Append(gill).ToArray();
+        return new TransformerChain<GillTransformer>(parts);
+    }
+
+    private static GillJointTrainer Trainer(MLContext ml, GillLanguageBackbone backbone, WorldVisualEncoder encoder, ConditioningShape cond, int rows,
+        WorldGillSettings s, IProgress<GillTrainingProgress>? progress, CancellationToken ct) =>
+        ml.Gill().Trainers.Gill(new GillJointTrainer.Options
+        {
+            Backbone = backbone,
+            Architecture = Architecture(backbone, encoder, cond, s),
+            MaxSequenceLength = Math.Min(40, backbone.LanguageModel.Info.MaxPositions),
+            BatchSize = s.BatchSize,
+            Epochs = (int)Math.Ceiling(s.Steps * (double)s.BatchSize / rows),
+            MaxSteps = s.Steps,
+            Seed = s.Seed,
+            LogEveryNSteps = Math.Max(1, s.Steps / 10),
+            MapperDistillation = s.MapperDistillationEpochs > 0 && s.GenerationLossWeight > 0 ? new GillMapperDistillationOptions { Epochs = s.MapperDistillationEpochs } : null,
+            Progress = progress,
+            CancellationToken = ct,
+            Training = new GillTrainingOptions
+            {
+                LearningRate = s.LearningRate, WarmupSteps = Math.Max(1, s.Steps / 20), TotalSteps = s.Steps,
+                LrStepSize = Math.Max(1, s.Steps * 3 / 4), LrGamma = 0.3, Seed = s.Seed, CheckpointDirectory = null,
+                GenerationLossWeight = s.GenerationLossWeight,
+                TrainLanguageModel = s.TrainLanguageModel, LanguageModelLearningRate = s.LanguageModelLearningRate,
+            },
+        });
 
     /// <summary>Generation options that force one [IMG] group at the first step and decide with <paramref name="mode"/>.</summary>
     public static GillGenerationOptions Forced(GillDecisionMode mode, int maxNewTokens = 8) => new()

@@ -10,6 +10,7 @@ using Gill.ML.Modules;
 using Gill.ML.Modules.Clip;
 using Gill.ML.Retrieval;
 using Gill.ML.Stages;
+using Gill.ML.Stages.Decision;
 using Gill.ML.Stages.Joint;
 using Gill.ML.Tokenization;
 using Gill.ML.Training;
@@ -115,7 +116,8 @@ public static class PaperExperiments
 
         public void Dispose()
         {
-            foreach (var t in Chain) (t as IDisposable)?.Dispose();
+            // The feature and target stages before it are shared by every model of the run.
+            Stage.Dispose();
             if (ownsBackbone) Backbone.Dispose();
         }
     }
@@ -134,6 +136,11 @@ public static class PaperExperiments
         private readonly CancellationToken _ct;
         private readonly string _out, _work;
         private readonly Dictionary<string, double> _seconds = new();
+
+        // The global torch generator is shared by all threads: weight initialisation (seeded save/seed/restore), module
+        // construction on load and dropout draw from it. Sections that do are run one at a time, so that results do not
+        // depend on how the two training threads interleave.
+        private readonly SemaphoreSlim _rngGate = new(1, 1);
         private readonly List<IDisposable> _owned = new();
         private readonly IReadOnlyList<string> _selected;
         private double _done, _totalWork;
@@ -187,6 +194,36 @@ public static class PaperExperiments
             if (_selected.Contains("dialogue") && _dialogues.Count == 0) throw new InvalidOperationException($"The world in '{f.World}' has no test dialogues.");
             _storyGallery = _stories.SelectMany(s => s.Steps).Select(s => (s.ImagePath, s.ImagePath)).Distinct().ToList();
             _maxRounds = _dialogues.Count == 0 ? 0 : Math.Min(10, _dialogues.Max(d => d.Rounds.Count));
+            _clipTextContext = ReadClipTextContext();
+        }
+
+        private WorldGillTraining.Prepared? _prepared;
+
+        /// <summary>Visual features and generation targets of the training rows, computed once for every training of the run.</summary>
+        private WorldGillTraining.Prepared Prepared
+        {
+            get
+            {
+                lock (_owned)
+                {
+                    if (_prepared is null)
+                    {
+                        var sw = Stopwatch.StartNew();
+                        _rngGate.Wait(_ct);
+                        try
+                        {
+                            _prepared = WorldGillTraining.Prepare(_ml, _encoder, _generator.ConditioningShape, _f.ClipText, _train,
+                                Math.Min(_train.Count, Steps * _o.BatchSize), Path.Combine(_work, "generation-targets"));
+                        }
+                        finally
+                        {
+                            _rngGate.Release();
+                        }
+                        Time("training data (features, targets)", sw.Elapsed.TotalSeconds);
+                    }
+                    return _prepared;
+                }
+            }
         }
 
         private bool NeedsStories => _selected.Any(e => e is "stories" or "retrieval" or "retrieved-context");
@@ -202,7 +239,10 @@ public static class PaperExperiments
         private void Report(string phase, int step, int total, double? loss = null) =>
             _progress?.Report(new PaperProgress(phase, step, total, _done, _totalWork, loss));
 
-        private void Time(string key, double seconds) => _seconds[key] = _seconds.GetValueOrDefault(key) + seconds;
+        private void Time(string key, double seconds)
+        {
+            lock (_seconds) _seconds[key] = _seconds.GetValueOrDefault(key) + seconds;
+        }
 
         private WorldGillSettings Base(int seed) => new()
         {
@@ -236,7 +276,9 @@ public static class PaperExperiments
             string load = ReadLoadAverage();
             int seeds = _o.SeedCount;
             const double evalUnits = 25;
-            _totalWork = seeds * ((1 + Variants(0).Count) * (double)Steps + _selected.Count * evalUnits);
+            int baseEvaluations = _selected.Count(e => e is "stories" or "dialogue" or "retrieval" or "decision" or "retrieved-context")
+                + (_selected.Any(e => e is "mapper" or "img-tokens" or "frozen-lm") ? 1 : 0);
+            _totalWork = seeds * ((1 + Variants(0).Count) * ((double)Steps + evalUnits) + baseEvaluations * evalUnits);
 
             var builders = new Dictionary<string, PaperTableBuilder>();
             PaperTableBuilder B(string name) => builders[name];
@@ -249,6 +291,9 @@ public static class PaperExperiments
             if (_selected.Contains("retrieval")) ClipRetrievalBaseline(B("retrieval"));
             Time("baselines", sw.Elapsed.TotalSeconds);
 
+            // Ablation variants train on a second thread (one torch thread each) while this thread trains the base model and
+            // evaluates; results come back in a fixed order, so the tables do not depend on timing.
+            using var variantQueue = new VariantTrainer(this, Enumerable.Range(0, seeds).SelectMany(Variants).ToList(), _o.ParallelTraining);
             for (int seed = 0; seed < seeds; seed++)
             {
                 _ct.ThrowIfCancellationRequested();
@@ -296,25 +341,34 @@ public static class PaperExperiments
                     gallery?.Dispose();
                     memoryIndex?.Dispose();
                 }
-                TrainVariants(seed, builders);
+                EvaluateVariants(seed, variantQueue, builders);
+                // Tables so far, so that an interrupted run leaves its finished seeds behind.
+                if (seed + 1 < seeds) WriteAll(builders, total.Elapsed.TotalSeconds, load, seed + 1);
             }
 
+            var (tables, files) = WriteAll(builders, total.Elapsed.TotalSeconds, load, seeds);
+            string index = Path.Combine(_out, IndexFileName), results = Path.Combine(_out, ResultsFileName);
+            double totalSeconds = total.Elapsed.TotalSeconds;
+            Report("done", 1, 1);
+            return new PaperResult { Tables = tables, IndexPath = index, ResultsPath = results, TotalSeconds = totalSeconds, Files = files };
+        }
+
+        private (List<PaperTable> Tables, List<string> Files) WriteAll(Dictionary<string, PaperTableBuilder> builders, double totalSeconds, string load, int seedsDone)
+        {
             var tables = new List<PaperTable>();
             var files = new List<string>();
             foreach (var name in _selected)
             {
-                var table = Finish(name, builders[name]);
+                var table = Finish(name, builders[name], seedsDone);
                 tables.Add(table);
                 files.AddRange(table.Save(_out));
             }
-            double totalSeconds = total.Elapsed.TotalSeconds;
             string index = Path.Combine(_out, IndexFileName), results = Path.Combine(_out, ResultsFileName);
-            PaperTable.WriteText(index, Index(tables, totalSeconds, load));
-            PaperTable.WriteText(results, Results(tables, totalSeconds, load) + "\n");
+            PaperTable.WriteText(index, Index(tables, totalSeconds, load, seedsDone));
+            PaperTable.WriteText(results, Results(tables, totalSeconds, load, seedsDone) + "\n");
             files.Add(index);
             files.Add(results);
-            Report("done", 1, 1);
-            return new PaperResult { Tables = tables, IndexPath = index, ResultsPath = results, TotalSeconds = totalSeconds, Files = files };
+            return (tables, files);
         }
 
         private T Experiment<T>(string name, int seed, Func<T> body)
@@ -324,7 +378,7 @@ public static class PaperExperiments
             var sw = Stopwatch.StartNew();
             var r = body();
             Time(name, sw.Elapsed.TotalSeconds);
-            _done += 25;
+            lock (_seconds) _done += 25;
             Report($"seed {seed}: {name}", 1, 1);
             return r;
         }
@@ -337,72 +391,169 @@ public static class PaperExperiments
         {
             var sw = Stopwatch.StartNew();
             var ml = new MLContext(seed: s.Seed);
-            double doneAtStart = _done;
-            var chain = WorldGillTraining.Train(ml, backbone, _encoder, _generator.ConditioningShape, _f.ClipText, _train, s,
-                Path.Combine(_work, "generation-targets"),
-                new SyncProgress<GillTrainingProgress>(p =>
-                {
-                    lock (_seconds)
-                    {
-                        _done += 1;
-                        Report(phase, (int)p.Step, s.Steps, p.Losses.Total);
-                    }
-                }), _ct);
-            return new Trained(chain, backbone, ownsBackbone, sw.Elapsed.TotalSeconds);
-        }
-
-        private void TrainVariants(int seed, Dictionary<string, PaperTableBuilder> builders)
-        {
-            var variants = Variants(seed);
-            int width = _o.ParallelTraining ? 2 : 1;
-            for (int i = 0; i < variants.Count; i += width)
+            var prepared = Prepared;
+            // Initialisation and the trainer's seeding happen before the first step reports.
+            _rngGate.Wait(_ct);
+            int released = 0;
+            void Release()
             {
-                _ct.ThrowIfCancellationRequested();
-                var batch = variants.Skip(i).Take(width).ToList();
-                var tasks = batch.Select(v => RunTraining(v, seed, concurrent: batch.Count > 1)).ToList();
-                try
-                {
-                    Task.WaitAll(tasks.ToArray<Task>(), _ct);
-                }
-                catch (AggregateException e) when (e.InnerExceptions.Count == 1)
-                {
-                    foreach (var t in tasks) if (t.IsCompletedSuccessfully) t.Result.Dispose();
-                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
-                }
-                catch
-                {
-                    foreach (var t in tasks) if (t.IsCompletedSuccessfully) t.Result.Dispose();
-                    throw;
-                }
-                for (int j = 0; j < batch.Count; j++)
-                {
-                    using var trained = tasks[j].Result;
-                    var v = batch[j];
-                    // Parallel trainings share the wall clock: each counts half of it.
-                    Time(v.Experiment, trained.Seconds / batch.Count);
-                    var figures = Experiment($"{v.Experiment}: {v.Name}", seed, () => CaptionLevel(trained, retrievalOnly: v.Settings.GenerationLossWeight == 0));
-                    Time(v.Experiment, _seconds[$"{v.Experiment}: {v.Name}"]);
-                    _seconds.Remove($"{v.Experiment}: {v.Name}");
-                    AddCaptionRows(v, figures, builders);
-                }
+                if (Interlocked.Exchange(ref released, 1) == 0) _rngGate.Release();
+            }
+            try
+            {
+                var chain = WorldGillTraining.Train(ml, backbone, _encoder, _generator.ConditioningShape, prepared, s,
+                    new SyncProgress<GillTrainingProgress>(p =>
+                    {
+                        Release();
+                        lock (_seconds)
+                        {
+                            _done += 1;
+                            Report(phase, (int)p.Step, s.Steps, p.Losses.Total);
+                        }
+                    }), _ct);
+                return new Trained(chain, backbone, ownsBackbone, sw.Elapsed.TotalSeconds);
+            }
+            finally
+            {
+                Release();
             }
         }
 
-        private Task<Trained> RunTraining(Variant v, int seed, bool concurrent) => Task.Factory.StartNew(() =>
+        private void EvaluateVariants(int seed, VariantTrainer queue, Dictionary<string, PaperTableBuilder> builders)
         {
-            // OpenMP thread settings are per native thread: set them on this one too.
-            if (_o.Threads > 0) torch.set_num_threads(_o.Threads);
-            var backbone = GillLanguageBackbone.Load(_f.LanguageModel, _f.LanguageModel, v.Settings.ImageTokens);
+            foreach (var v in Variants(seed))
+            {
+                _ct.ThrowIfCancellationRequested();
+                using var trained = queue.Next(v);
+                Time(v.Experiment, trained.Seconds);
+                var figures = Experiment($"{v.Experiment}: {v.Name}", seed, () => CaptionLevel(trained, retrievalOnly: v.Settings.GenerationLossWeight == 0));
+                lock (_seconds)
+                {
+                    Time(v.Experiment, _seconds[$"{v.Experiment}: {v.Name}"]);
+                    _seconds.Remove($"{v.Experiment}: {v.Name}");
+                }
+                AddCaptionRows(v, figures, builders);
+            }
+        }
+
+        /// <summary>Trains one variant on a backbone copy of its own (its own [IMG] vocabulary; the fine-tuned LM changes only that copy).</summary>
+        private Trained TrainVariant(Variant v)
+        {
+            GillLanguageBackbone backbone;
+            _rngGate.Wait(_ct);
             try
             {
-                return Train($"seed {seed}: training {v.Experiment} / {v.Name}", v.Settings, backbone, ownsBackbone: true);
+                backbone = GillLanguageBackbone.Load(_f.LanguageModel, _f.LanguageModel, v.Settings.ImageTokens);
+            }
+            finally
+            {
+                _rngGate.Release();
+            }
+            try
+            {
+                return Train($"seed {v.Settings.Seed}: training {v.Experiment} / {v.Name}", v.Settings, backbone, ownsBackbone: true);
             }
             catch
             {
                 backbone.Dispose();
                 throw;
             }
-        }, _ct, concurrent ? TaskCreationOptions.LongRunning : TaskCreationOptions.None, TaskScheduler.Default);
+        }
+
+        /// <summary>
+        /// Trains the variants: a background thread takes them in order (at most <see cref="MaxAhead"/> ahead of the
+        /// evaluation), and the evaluating thread, while it waits for one, trains a later one itself. Each variant's
+        /// training depends only on its settings, so the tables do not depend on which thread trained what.
+        /// </summary>
+        private sealed class VariantTrainer : IDisposable
+        {
+            private const int MaxAhead = 3;
+            private readonly PaperSession _s;
+            private readonly List<Variant> _variants;
+            private readonly int[] _claimed;
+            private readonly TaskCompletionSource<Trained>[] _done;
+            private readonly Thread? _thread;
+            private readonly CancellationTokenSource _stop;
+            private readonly object _gate = new();
+            private int _next;
+
+            public VariantTrainer(PaperSession session, List<Variant> variants, bool parallel)
+            {
+                _s = session;
+                _variants = variants;
+                _claimed = new int[variants.Count];
+                _done = variants.Select(_ => new TaskCompletionSource<Trained>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+                _stop = CancellationTokenSource.CreateLinkedTokenSource(session._ct);
+                if (!parallel || variants.Count == 0) return;
+                _thread = new Thread(Work) { IsBackground = true, Name = "gill-paper-variants" };
+                _thread.Start();
+            }
+
+            private bool Claim(int i) => Interlocked.Exchange(ref _claimed[i], 1) == 0;
+
+            private void RunJob(int i)
+            {
+                try
+                {
+                    _stop.Token.ThrowIfCancellationRequested();
+                    _done[i].SetResult(_s.TrainVariant(_variants[i]));
+                }
+                catch (Exception e)
+                {
+                    _done[i].SetException(e);
+                }
+            }
+
+            private void Work()
+            {
+                // Thread settings of the CPU backend are per native thread.
+                if (_s._o.Threads > 0) torch.set_num_threads(_s._o.Threads);
+                for (int i = 0; i < _variants.Count; i++)
+                {
+                    lock (_gate)
+                        while (i >= _next + MaxAhead && !_stop.IsCancellationRequested) Monitor.Wait(_gate, 200);
+                    if (_stop.IsCancellationRequested) break;
+                    if (Claim(i)) RunJob(i);
+                }
+            }
+
+            /// <summary>The trained model of <paramref name="expected"/> (the next one in order); the caller disposes it.</summary>
+            public Trained Next(Variant expected)
+            {
+                int i = _next;
+                if (i >= _variants.Count || _variants[i] != expected)
+                    throw new InvalidOperationException($"Variant '{expected.Name}' was requested out of order.");
+                if (Claim(i)) RunJob(i);
+                // While the background thread trains this one, train a later one of the same seed here.
+                for (int j = i + 1; !_done[i].Task.IsCompleted && j < _variants.Count && j < i + MaxAhead
+                     && _variants[j].Settings.Seed == expected.Settings.Seed; j++)
+                    if (Claim(j)) RunJob(j);
+                try
+                {
+                    _done[i].Task.Wait(_s._ct);
+                }
+                catch (AggregateException e) when (e.InnerExceptions.Count == 1)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+                }
+                lock (_gate)
+                {
+                    _next = i + 1;
+                    Monitor.PulseAll(_gate);
+                }
+                return _done[i].Task.Result;
+            }
+
+            public void Dispose()
+            {
+                _stop.Cancel();
+                lock (_gate) Monitor.PulseAll(_gate);
+                _thread?.Join();
+                for (int i = _next; i < _done.Length; i++)
+                    if (_done[i].Task.IsCompletedSuccessfully) _done[i].Task.Result.Dispose();
+                _stop.Dispose();
+            }
+        }
 
         // ------------------------------------------------------------------ tables
 
@@ -454,9 +605,23 @@ public static class PaperExperiments
             }
         }
 
-        private PaperTable Finish(string name, PaperTableBuilder b)
+        private PaperTable Finish(string name, PaperTableBuilder b, int seedsDone)
         {
-            string steps = $"GILL trained {Steps} steps × batch {_o.BatchSize} (lr {_o.LearningRate:G3}, k = {_o.VisualTokens} visual tokens) per seed; mean ± sample std over {_o.SeedCount} seed(s).";
+            var saved = b.Notes.ToList();
+            try
+            {
+                return FinishCore(name, b, seedsDone);
+            }
+            finally
+            {
+                b.Notes.Clear();
+                b.Notes.AddRange(saved);
+            }
+        }
+
+        private PaperTable FinishCore(string name, PaperTableBuilder b, int seedsDone)
+        {
+            string steps = $"GILL trained {Steps} steps × batch {_o.BatchSize} (lr {_o.LearningRate:G3}, k = {_o.VisualTokens} visual tokens) per seed; mean ± sample std over {seedsDone} seed(s){(seedsDone < _o.SeedCount ? $" (partial: {seedsDone} of {_o.SeedCount} seeds done)" : "")}.";
             b.Notes.Add(steps);
             double seconds = _seconds.GetValueOrDefault(name);
             switch (name)
@@ -536,6 +701,13 @@ public static class PaperExperiments
 
         private (double Clip, double R18) Similarity(IReadOnlyList<Tensor> generated, Features truth)
         {
+            var (clip, r18, _) = Similarity(generated, truth, withFrechet: false);
+            return (clip, r18);
+        }
+
+        /// <summary>CLIP similarity and ResNet-18 perceptual distance of pairs, and optionally the Fréchet distance of the two sets (one ResNet-18 pass).</summary>
+        private (double Clip, double R18, double Fd) Similarity(IReadOnlyList<Tensor> generated, Features truth, bool withFrechet)
+        {
             var g = Measure(generated);
             try
             {
@@ -543,7 +715,8 @@ public static class PaperExperiments
                 var none = new ClipSimilarityOptions { BootstrapResamples = 0 };
                 double clip = eval.ClipSimilarity(g.Clip, truth.Clip, null, none).Value;
                 double r18 = eval.ResNet18PerceptualDistance(g.ResNet, truth.ResNet, null, new BootstrapOptions { BootstrapResamples = 0 }).Value;
-                return (clip, r18);
+                double fd = withFrechet ? eval.FrechetResNet18(g.ResNetMatrix, truth.ResNetMatrix, new FidOptions()).Value : double.NaN;
+                return (clip, r18, fd);
             }
             finally
             {
@@ -831,6 +1004,7 @@ public static class PaperExperiments
             var scored = model.Chain.Transform(WorldGillTraining.Frame(_test.Select(x => x.ImagePath), _test.Select(x => x.Caption)));
             var texts = WorldGillTraining.Column(scored, GillColumnNames.TextRetrievalEmbedding);
             var images = WorldGillTraining.Column(scored, GillColumnNames.ImageRetrievalEmbedding);
+
             var recall = _ml.Gill().Evaluation.RecallAtK(texts, images, Enumerable.Range(0, _test.Count).ToArray(), RetrievalDirection.TextToImage,
                 new RecallAtKOptions { Ks = [1, 5, 10], BootstrapResamples = 0 });
             if (retrievalOnly) return new CaptionFigures(recall.Recall[1], recall.Recall[5], recall.Recall[10], double.NaN, double.NaN, double.NaN);
@@ -844,10 +1018,7 @@ public static class PaperExperiments
                 using (var flat = torch.tensor(gen.SelectMany(v => v).ToArray(), new long[] { n, model.Core.Config.NumClipTokens, cond.EmbeddingDim }))
                 using (var fromGill = _generator.Generate(flat, null, null, _ct))
                     for (int i = 0; i < n; i++) generated.Add(fromGill.Images[i].detach().clone());
-                var (clip, _) = Similarity(generated, TestTruth);
-                double fd;
-                using (var feats = _resnet.Embed(generated))
-                    fd = _ml.Gill().Evaluation.FrechetResNet18(feats, TestTruth.ResNetMatrix, new FidOptions()).Value;
+                var (clip, _, fd) = Similarity(generated, TestTruth, withFrechet: true);
                 ShapesAttributeMetrics attr;
                 using (var scope = torch.NewDisposeScope())
                     attr = _classifier.Evaluate(_test.Select(x => x.Scene.Objects[0]).ToList(), WorldGillTraining.Resize(torch.stack(generated), _classifier.ImageSize));
@@ -878,7 +1049,16 @@ public static class PaperExperiments
                 new BooleanDataFrameColumn(GillColumnNames.Label, ps.Select(p => p.Label == ShapesDecision.Retrieve)));
             var imgTokens = model.Stage.ImgTokens;
             var trainHidden = imgTokens.Transform(Prompts(train));
-            var classifierModel = ml.Gill().Trainers.DecisionClassifier(model.Stage, seed: seed).Fit(trainHidden);
+            DecisionClassifierTransformer classifierModel;
+            _rngGate.Wait(_ct);
+            try
+            {
+                classifierModel = ml.Gill().Trainers.DecisionClassifier(model.Stage, seed: seed).Fit(trainHidden);
+            }
+            finally
+            {
+                _rngGate.Release();
+            }
             var eval = _ml.Gill().Evaluation;
             var none = new BootstrapOptions { BootstrapResamples = 0 };
             string[] names = ["generate", "retrieve"];
@@ -894,7 +1074,16 @@ public static class PaperExperiments
             try
             {
                 var testHidden = imgTokens.Transform(Prompts(test));
-                var probs = classifierModel.Transform(testHidden).GetColumn<float>(GillColumnNames.Probability).ToArray();
+                float[] probs;
+                _rngGate.Wait(_ct);
+                try
+                {
+                    probs = classifierModel.Transform(testHidden).GetColumn<float>(GillColumnNames.Probability).ToArray();
+                }
+                finally
+                {
+                    _rngGate.Release();
+                }
                 Add("decision classifier (GILL)", probs.Select(p => p >= 0.5f ? 1 : 0).ToArray());
             }
             finally
@@ -994,20 +1183,25 @@ public static class PaperExperiments
 
         // ------------------------------------------------------------------ summary
 
-        private string Facts(double totalSeconds, string load) =>
+        private List<KeyValuePair<string, double>> SecondsSnapshot()
+        {
+            lock (_seconds) return _seconds.ToList();
+        }
+
+        private string Facts(double totalSeconds, string load, int seedsDone) =>
             string.Join("\n", new[]
             {
-                $"- Cache: `{_f.Root}` (read only); seeds 0–{_o.SeedCount - 1}; {Steps} training steps × batch {_o.BatchSize}, lr {_o.LearningRate:G3}, r = {_o.ImageTokens}, k = {_o.VisualTokens}{(_o.Quick ? "; quick mode" : "")}.",
-                $"- Total wall time: {totalSeconds:F0} s ({totalSeconds / 60:F1} min) on {Environment.ProcessorCount} cores, torch threads {(_o.Threads > 0 ? _o.Threads : torch.get_num_threads())} per training{(_o.ParallelTraining ? ", two ablation trainings at a time" : "")}; load average at start: {load}.",
-                "- Seconds by part: " + string.Join(", ", _seconds.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value:F0}")) + ".",
+                $"- Cache: `{_f.Root}` (read only); seeds 0–{seedsDone - 1}{(seedsDone < _o.SeedCount ? $" (partial: {seedsDone} of {_o.SeedCount})" : "")}; {Steps} training steps × batch {_o.BatchSize}, lr {_o.LearningRate:G3}, r = {_o.ImageTokens}, k = {_o.VisualTokens}{(_o.Quick ? "; quick mode" : "")}.",
+                $"- {(seedsDone < _o.SeedCount ? "Wall time so far" : "Total wall time")}: {totalSeconds:F0} s ({totalSeconds / 60:F1} min) on {Environment.ProcessorCount} cores, torch threads {(_o.Threads > 0 ? _o.Threads : torch.get_num_threads())} per thread{(_o.ParallelTraining ? "; the ablation variants train on a second thread while the base model trains and is evaluated, so the seconds by part overlap" : "")}; load average at start: {load}.",
+                "- Seconds by part: " + string.Join(", ", SecondsSnapshot().OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value:F0}")) + ".",
                 $"- Similarity: {ClipLabel} (not CLIP ViT-L/14); perceptual distance: {PerceptualLabel}. Numbers are not comparable with the paper's; compare rows.",
             });
 
-        private string Index(IReadOnlyList<PaperTable> tables, double totalSeconds, string load)
+        private string Index(IReadOnlyList<PaperTable> tables, double totalSeconds, string load, int seedsDone)
         {
             var sb = new StringBuilder();
             sb.Append("# GILL's paper experiments on the shapes world\n\n");
-            sb.Append(Facts(totalSeconds, load)).Append("\n\n");
+            sb.Append(Facts(totalSeconds, load, seedsDone)).Append("\n\n");
             foreach (var t in tables)
             {
                 sb.Append(t.ToMarkdown()).Append('\n');
@@ -1016,13 +1210,14 @@ public static class PaperExperiments
             return sb.ToString();
         }
 
-        private string Results(IReadOnlyList<PaperTable> tables, double totalSeconds, string load)
+        private string Results(IReadOnlyList<PaperTable> tables, double totalSeconds, string load, int seedsDone)
         {
             var root = new JsonObject
             {
                 ["total_seconds"] = Math.Round(totalSeconds, 1),
                 ["cache_directory"] = _f.Root,
                 ["seeds"] = _o.SeedCount,
+                ["seeds_done"] = seedsDone,
                 ["steps"] = Steps,
                 ["batch_size"] = _o.BatchSize,
                 ["learning_rate"] = _o.LearningRate,
@@ -1031,7 +1226,7 @@ public static class PaperExperiments
                 ["quick"] = _o.Quick,
                 ["processors"] = Environment.ProcessorCount,
                 ["load_average"] = load,
-                ["seconds"] = new JsonObject(_seconds.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Math.Round(kv.Value, 1)))),
+                ["seconds"] = new JsonObject(SecondsSnapshot().OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Math.Round(kv.Value, 1)))),
                 ["clip_embedder"] = ClipLabel,
                 ["perceptual_distance"] = PerceptualLabel,
                 ["tables"] = new JsonArray(tables.Select(t => JsonNode.Parse(t.ToJson())).ToArray()),
@@ -1048,7 +1243,9 @@ public static class PaperExperiments
         public void Dispose()
         {
             foreach (var f in new[] { _testTruth, _storyTruth, _dialogueTruth }) f?.ResNetMatrix.Dispose();
+            if (_prepared?.Prefix is IEnumerable<ITransformer> prefix) foreach (var t in prefix) (t as IDisposable)?.Dispose();
             for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
+            _rngGate.Dispose();
         }
     }
 }
