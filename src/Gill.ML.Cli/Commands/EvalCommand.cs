@@ -348,7 +348,7 @@ internal sealed class EvalCommandProvider : ICommandProvider
         var output = new Option<string>("--out") { Description = "Output folder (tables as .md/.json/.png, index.md, results.json)", DefaultValueFactory = _ => "gill-paper" };
         var quick = new Option<bool>("--quick") { Description = "2 seeds, fewer steps, smaller evaluation sets (meant for the quick backbones)" };
         var seeds = new Option<int?>("--seeds") { Description = "Number of seeds (default 5, quick 2)" };
-        var steps = new Option<int?>("--steps") { Description = "GILL training steps per model (default: gill demo's default; quick 25)" };
+        var steps = new Option<int?>("--steps") { Description = "GILL training steps per model (default 100; quick 25)" };
         var only = new Option<string[]>("--only") { Description = "Experiments to run: " + string.Join(", ", PaperOptions.ExperimentNames) + " (comma or space separated; default all)", AllowMultipleArgumentsPerToken = true };
         var cmd = new Command("paper", "Reproduce the GILL paper's tables on the shapes world (stories, dialogue, retrieval, mapper, img-tokens, decision, frozen-lm, retrieved-context)");
         foreach (var o in new Option[] { cache, output, quick, seeds, steps, only }) cmd.Options.Add(o);
