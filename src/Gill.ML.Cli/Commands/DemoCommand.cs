@@ -20,13 +20,14 @@ internal sealed class DemoCommandProvider : ICommandProvider
         var worldImages = new Option<int?>("--world-images") { Description = "Captioned training images of the world [default: 20000; 4000 with --quick]" };
         var imageSize = new Option<int?>("--image-size") { Description = "Rendered image size in pixels [default: 32]" };
         var stepsScale = new Option<double?>("--steps-scale") { Description = "Multiplies every pretraining phase's steps [default: 1; 0.25 with --quick]" };
+        var paper = new Option<string?>("--paper") { Description = "Output folder of 'gill eval paper' to link from the report [default: a gill-paper folder beside --out]" };
         var distill = new Option<int?>("--mapper-epochs") { Description = "Epochs of mapper-only distillation on cached [IMG] states after the joint steps (0: off) [default: 12]" };
         var quick = new Option<bool>("--quick") { Description = "Quick world backbones (smaller world, a quarter of the pretraining steps)" };
         var batch = new Option<int?>("--batch-size") { Description = "Examples per optimizer step of GILL's joint training [default: 16]" };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate of GILL's joint training [default: 2e-3]" };
         var threads = new Option<int?>("--threads") { Description = "Torch CPU threads (0: leave libtorch's setting) [default: 1]" };
         var cmd = new Command("demo", "GILL end to end on the shapes world: pretrain the backbones (cached), train GILL, run stories and dialogues, write an HTML report with every figure against its baseline");
-        foreach (var o in new Option[] { cache, output, seed, images, steps, quick, batch, lr, threads, distill, worldImages, imageSize, stepsScale }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { cache, output, seed, images, steps, quick, batch, lr, threads, distill, worldImages, imageSize, stepsScale, paper }) cmd.Options.Add(o);
         cmd.SetAction((parse, ct) => Task.FromResult(Execute(new DemoOptions
         {
             CacheDirectory = parse.GetValue(cache),
@@ -35,6 +36,7 @@ internal sealed class DemoCommandProvider : ICommandProvider
             EvaluationImages = parse.GetValue(images),
             Steps = parse.GetValue(steps),
             Quick = parse.GetValue(quick),
+            PaperResultsDirectory = parse.GetValue(paper),
         }.With(parse.GetValue(batch), parse.GetValue(lr), parse.GetValue(threads), parse.GetValue(distill), parse.GetValue(worldImages), parse.GetValue(imageSize), parse.GetValue(stepsScale)), ct)));
         return cmd;
     }

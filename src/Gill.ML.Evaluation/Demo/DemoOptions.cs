@@ -18,6 +18,9 @@ public sealed class DemoOptions
     /// <summary>Use <see cref="WorldPretrainOptions.Quick"/> for the backbones (ignored when <see cref="Pretraining"/> is set).</summary>
     public bool Quick { get; set; }
 
+    /// <summary>Output folder of <c>gill eval paper</c> that the report links (null: a <c>gill-paper</c> folder beside <see cref="OutputDirectory"/>, when present).</summary>
+    public string? PaperResultsDirectory { get; set; }
+
     /// <summary>Captioned training images of the world (null: the preset's; ignored when <see cref="Pretraining"/> is set).</summary>
     public int? WorldImages { get; set; }
 

@@ -18,6 +18,37 @@ internal static class DemoReport
 
     private static byte[]? ReadPng(string? path) => path is not null && File.Exists(path) ? File.ReadAllBytes(path) : null;
 
+    /// <summary>
+    /// The report's section on <c>gill eval paper</c>: links (relative to the report) to its index, each table's Markdown, chart
+    /// and JSON when a results folder is given or a <c>gill-paper</c> folder lies beside the report's folder; otherwise the
+    /// command that produces them.
+    /// </summary>
+    internal static string PaperSection(string outputDirectory, string? paperDirectory)
+    {
+        string outDir = Path.GetFullPath(outputDirectory);
+        string dir = Path.GetFullPath(paperDirectory ?? Path.Combine(outDir, "..", "gill-paper"));
+        string index = Path.Combine(dir, Paper.PaperExperiments.IndexFileName);
+        var s = new StringBuilder("<h2>The paper's experiments</h2>");
+        if (!File.Exists(index))
+        {
+            s.Append("<p>Not run yet: <code>gill eval paper --cache CACHE --out ").Append(H(dir))
+             .Append("</code> reproduces the paper's tables (stories, dialogue, retrieval, mapper, [IMG] tokens, decision, frozen LM, retrieved context) ")
+             .Append("on this world; run it and then the demo again to link them here.</p>");
+            return s.ToString();
+        }
+        string Rel(string path) => H(Path.GetRelativePath(outDir, path).Replace('\\', '/'));
+        s.Append($"<p>Results of <code>gill eval paper</code> in <code>{H(dir)}</code>: <a href=\"{Rel(index)}\">index</a>.</p><ul>");
+        foreach (var md in Directory.GetFiles(dir, "*.md").Where(f => Path.GetFileName(f) != Paper.PaperExperiments.IndexFileName).OrderBy(f => f, StringComparer.Ordinal))
+        {
+            string stem = Path.Combine(dir, Path.GetFileNameWithoutExtension(md));
+            s.Append($"<li>{H(Path.GetFileNameWithoutExtension(md))}: <a href=\"{Rel(md)}\">table</a>");
+            if (File.Exists(stem + ".png")) s.Append($", <a href=\"{Rel(stem + ".png")}\">chart</a>");
+            if (File.Exists(stem + ".json")) s.Append($", <a href=\"{Rel(stem + ".json")}\">JSON</a>");
+            s.Append("</li>");
+        }
+        return s.Append("</ul>").ToString();
+    }
+
     public static string Render(DemoFigures figures, IReadOnlyList<DemoRunner.Sample> samples, DemoOptions options, string cacheDirectory, string modelPath)
     {
         var s = new StringBuilder();
@@ -81,6 +112,7 @@ internal static class DemoReport
         }
         s.Append("</table>");
 
+        s.Append(PaperSection(options.OutputDirectory, options.PaperResultsDirectory));
         s.Append("<h2>Timing</h2><table><tr><th>phase</th><th>seconds</th></tr>");
         foreach (var (phase, sec) in figures.Seconds)
             s.Append($"<tr><td>{H(phase)}</td><td>{sec.ToString("0.0", CultureInfo.InvariantCulture)}</td></tr>");
