@@ -907,16 +907,23 @@ public static class PaperExperiments
 
         // ------------------------------------------------------------------ 2. dialogue
 
-        private void Dialogue(GillModel gill, PaperTableBuilder b)
+        private void Dialogue(GillModel gill, PaperTableBuilder b) => DialogueRows(b, "GILL",
+            n => GenerateImages(gill, _dialogues.Select(d => WorldGillTraining.ToPrompt([(FittedDialogueText(gill, d, n), null)])).ToList(), $"dialogue ({n} rounds)"));
+
+        private void GeneratorDialogueBaseline(PaperTableBuilder b) => DialogueRows(b, "generator",
+            n => FromText(_dialogues.Select(d => DialogueText(d, n)).ToList()));
+
+        /// <summary>One row per round count 1…max: the similarity and R18 columns of <paramref name="who"/>'s images for that many rounds.</summary>
+        private void DialogueRows(PaperTableBuilder b, string who, Func<int, List<Tensor>> imagesFor)
         {
             for (int n = 1; n <= _maxRounds; n++)
             {
-                var images = GenerateImages(gill, _dialogues.Select(d => WorldGillTraining.ToPrompt([(FittedDialogueText(gill, d, n), null)])).ToList(), $"dialogue ({n} rounds)");
+                var images = imagesFor(n);
                 try
                 {
                     var (clip, r18) = Similarity(images, DialogueTruth);
-                    b.Add(RoundsLabel(n), "GILL CLIP", clip);
-                    b.Add(RoundsLabel(n), "GILL R18", r18);
+                    b.Add(RoundsLabel(n), who + " CLIP", clip);
+                    b.Add(RoundsLabel(n), who + " R18", r18);
                 }
                 finally
                 {
@@ -926,24 +933,6 @@ public static class PaperExperiments
         }
 
         private static string RoundsLabel(int n) => n == 1 ? "1 round" : $"{n} rounds";
-
-        private void GeneratorDialogueBaseline(PaperTableBuilder b)
-        {
-            for (int n = 1; n <= _maxRounds; n++)
-            {
-                var images = FromText(_dialogues.Select(d => DialogueText(d, n)).ToList());
-                try
-                {
-                    var (clip, r18) = Similarity(images, DialogueTruth);
-                    b.Add(RoundsLabel(n), "generator CLIP", clip);
-                    b.Add(RoundsLabel(n), "generator R18", r18);
-                }
-                finally
-                {
-                    DisposeAll(images);
-                }
-            }
-        }
 
         // ------------------------------------------------------------------ 3. retrieval
 
