@@ -1,11 +1,12 @@
+using Gill.ML.Evaluation;
 using Gill.ML.Evaluation.Demo;
+using Gill.ML.Tests.Stages;
 using Gill.ML.Stages.Joint;
 using Gill.ML.World;
 using Gill.ML.World.Pretraining;
 using Gill.ML.WorldModels;
 using Microsoft.Data.Analysis;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -41,19 +42,15 @@ public sealed class WorldFullPathTests
                 var scored = model.Transform(new DataFrame(
                     new StringDataFrameColumn(GillColumnNames.ImagePath, test.Select(x => x.ImagePath)),
                     new StringDataFrameColumn(GillColumnNames.Caption, test.Select(x => x.Caption))));
-                var texts = Rows(scored, GillColumnNames.TextRetrievalEmbedding);
-                var images = Rows(scored, GillColumnNames.ImageRetrievalEmbedding);
-                var generation = Rows(scored, GillColumnNames.GenerationEmbedding);
+                var texts = StageTestData.Column(scored, GillColumnNames.TextRetrievalEmbedding);
+                var images = StageTestData.Column(scored, GillColumnNames.ImageRetrievalEmbedding);
+                var generation = StageTestData.Column(scored, GillColumnNames.GenerationEmbedding);
                 int n = test.Count;
 
                 // Retrieval: the caption's own image within the top 5 of the 30 test images.
-                int hits = 0;
-                for (int i = 0; i < n; i++)
-                {
-                    double own = Dot(texts[i], images[i]);
-                    if (Enumerable.Range(0, n).Count(j => j != i && Dot(texts[i], images[j]) > own) < 5) hits++;
-                }
-                double recall5 = hits / (double)n, chance5 = 5.0 / n;
+                var recall = ml.Gill().Evaluation.RecallAtK(texts, images, Enumerable.Range(0, n).ToArray(), RetrievalDirection.TextToImage,
+                    new RecallAtKOptions { Ks = [5], BootstrapResamples = 0 });
+                double recall5 = recall.Recall[5], chance5 = 5.0 / n;
                 Console.WriteLine($"loaded model: Recall@5 {recall5:F3} (chance {chance5:F3})");
                 Assert.IsTrue(recall5 >= 2 * chance5, $"Recall@5 {recall5:F3} of the loaded model is not at least 2× chance {chance5:F3}");
 
@@ -82,15 +79,5 @@ public sealed class WorldFullPathTests
             torch.set_num_threads(saved);
             if (Directory.Exists(root)) Directory.Delete(root, true);
         }
-    }
-
-    private static List<float[]> Rows(IDataView data, string column) =>
-        data.GetColumn<VBuffer<float>>(column).Select(v => v.DenseValues().ToArray()).ToList();
-
-    private static double Dot(float[] a, float[] b)
-    {
-        double s = 0;
-        for (int i = 0; i < a.Length; i++) s += a[i] * (double)b[i];
-        return s;
     }
 }

@@ -72,7 +72,7 @@ public static class GillHtml
         return sb.ToString();
     }
 
-    /// <summary>A result as plain text: text, image placeholders, decisions and timings.</summary>
+    /// <summary>A result as plain text: text, <c>[image: …]</c> markers for images, decisions and timings.</summary>
     public static string ToPlainText(GillGenerationResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
@@ -90,7 +90,7 @@ public static class GillHtml
         return sb.ToString();
     }
 
-    /// <summary>A prompt as plain text with image placeholders.</summary>
+    /// <summary>A prompt as plain text, each image as an <c>[image: …]</c> marker.</summary>
     public static string ToPlainText(GillPrompt prompt)
     {
         ArgumentNullException.ThrowIfNull(prompt);

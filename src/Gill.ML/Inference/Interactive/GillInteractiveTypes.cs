@@ -14,7 +14,7 @@ public sealed partial class GillGenerationResult
     /// <param name="options">Rendering options (gallery folder for retrieved images, image size); null uses <see cref="GillHtmlOptions.Default"/>.</param>
     public string ToHtml(GillHtmlOptions? options = null) => GillHtml.Render(this, options);
 
-    /// <summary>This result as plain text: text, image placeholders, decisions and timings.</summary>
+    /// <summary>This result as plain text: text, <c>[image: …]</c> markers for images, decisions and timings.</summary>
     public string ToPlainText() => GillHtml.ToPlainText(this);
 }
 
