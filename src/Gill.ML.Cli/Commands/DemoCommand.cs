@@ -8,7 +8,7 @@ namespace Gill.ML.Cli.Commands;
 /// <summary><c>gill demo [--cache DIR] [--out DIR] [--seed N] [--images N] [--steps N] [--quick]</c>.</summary>
 internal sealed class DemoCommandProvider : ICommandProvider
 {
-    private static readonly string[] Phases = ["pretraining", "training", "inference", "evaluation", "report"];
+    private static readonly string[] Phases = ["pretraining", .. DemoRunner.PretrainingPhases.Select(p => DemoRunner.PretrainingPrefix + p), "training", "inference", "evaluation", "report"];
 
     public Command Build()
     {
@@ -26,8 +26,9 @@ internal sealed class DemoCommandProvider : ICommandProvider
         var batch = new Option<int?>("--batch-size") { Description = "Examples per optimizer step of GILL's joint training [default: 16]" };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate of GILL's joint training [default: 2e-3]" };
         var threads = new Option<int?>("--threads") { Description = "Torch CPU threads (0: leave libtorch's setting) [default: 1]" };
+        var sequential = new Option<bool>("--sequential-pretraining") { Description = "Pretrain the backbones one after another (by default the language model trains beside the CLIP → classifier → generator chain on machines with two or more cores; same checkpoints)" };
         var cmd = new Command("demo", "GILL end to end on the shapes world: pretrain the backbones (cached), train GILL, run stories and dialogues, write an HTML report with every figure against its baseline");
-        foreach (var o in new Option[] { cache, output, seed, images, steps, quick, batch, lr, threads, distill, worldImages, imageSize, stepsScale, paper }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { cache, output, seed, images, steps, quick, batch, lr, threads, distill, worldImages, imageSize, stepsScale, paper, sequential }) cmd.Options.Add(o);
         cmd.SetAction((parse, ct) => Task.FromResult(Execute(new DemoOptions
         {
             CacheDirectory = parse.GetValue(cache),
@@ -37,6 +38,7 @@ internal sealed class DemoCommandProvider : ICommandProvider
             Steps = parse.GetValue(steps),
             Quick = parse.GetValue(quick),
             PaperResultsDirectory = parse.GetValue(paper),
+            ConcurrentPretraining = parse.GetValue(sequential) ? false : null,
         }.With(parse.GetValue(batch), parse.GetValue(lr), parse.GetValue(threads), parse.GetValue(distill), parse.GetValue(worldImages), parse.GetValue(imageSize), parse.GetValue(stepsScale)), ct)));
         return cmd;
     }
@@ -93,9 +95,31 @@ internal sealed class DemoCommandProvider : ICommandProvider
 
     private sealed class Reporter(Dictionary<string, ProgressTask> tasks) : IProgress<DemoProgress>
     {
+        private readonly Lock _lock = new();
+
         public void Report(DemoProgress value)
         {
+            lock (_lock) Move(value);
+        }
+
+        private void Move(DemoProgress value)
+        {
             if (!tasks.TryGetValue(value.Phase, out var task)) return;
+            if (value.Phase.StartsWith(DemoRunner.PretrainingPrefix, StringComparison.Ordinal))
+            {
+                // A pretraining sub-phase: steps move the bar; "cached …", "using …" and "done …" complete it.
+                if (!task.IsStarted) task.StartTask();
+                if (value.Total > 0) { task.MaxValue = value.Total; task.Value = Math.Min(value.Step, value.Total); }
+                string sub = value.Phase[DemoRunner.PretrainingPrefix.Length..];
+                if (value.Loss is double sl && double.IsFinite(sl)) task.Description = Markup.Escape($"  {sub} (loss {sl:F3})");
+                if (value.Message is { } msg && (msg.StartsWith("cached", StringComparison.Ordinal) || msg.StartsWith("using", StringComparison.Ordinal) || msg.StartsWith("done", StringComparison.Ordinal)))
+                {
+                    task.Value = task.MaxValue;
+                    task.Description = Markup.Escape($"  {sub} ({msg})");
+                    task.StopTask();
+                }
+                return;
+            }
             if (!task.IsStarted) task.StartTask();
             task.MaxValue = Math.Max(1, value.Total);
             task.Value = Math.Min(value.Step, task.MaxValue);

@@ -19,17 +19,19 @@ internal sealed class WorldPretrainSubcommand : IWorldSubcommand
         var scale = new Option<double?>("--steps-scale") { Description = "Multiplies every phase's training steps [default: 1; 0.25 with --quick]" };
         var quick = new Option<bool>("--quick") { Description = "A smaller world and a quarter of the steps (a few minutes; lower figures)" };
         var threads = new Option<int>("--threads") { Description = "torch CPU threads (0: libtorch's default; 1 is the robust choice on a shared machine)", DefaultValueFactory = _ => 1 };
+        var sequential = new Option<bool>("--sequential") { Description = "Train the phases one after another (by default the language model trains beside the CLIP → classifier → generator chain on machines with two or more cores; the checkpoints are the same)" };
         var cmd = new Command("pretrain", "Pretrain the shapes world's own backbones (OPT language model, CLIP text tower + CNN image tower, text-to-image decoder, attribute classifier), cached with SHA-256 manifests");
-        foreach (var o in new Option[] { cache, seed, images, scale, quick, threads }) cmd.Options.Add(o);
-        cmd.SetAction((parse, ct) => Task.FromResult(Execute(parse.GetValue(cache), parse.GetValue(seed), parse.GetValue(images), parse.GetValue(scale), parse.GetValue(quick), parse.GetValue(threads), ct)));
+        foreach (var o in new Option[] { cache, seed, images, scale, quick, threads, sequential }) cmd.Options.Add(o);
+        cmd.SetAction((parse, ct) => Task.FromResult(Execute(parse.GetValue(cache), parse.GetValue(seed), parse.GetValue(images), parse.GetValue(scale), parse.GetValue(quick), parse.GetValue(threads), parse.GetValue(sequential), ct)));
         return cmd;
     }
 
-    private static int Execute(string? cache, int seed, int? images, double? scale, bool quick, int threads, CancellationToken ct)
+    private static int Execute(string? cache, int seed, int? images, double? scale, bool quick, int threads, bool sequential, CancellationToken ct)
     {
         var options = quick ? WorldPretrainOptions.Quick(seed) : new WorldPretrainOptions { Seed = seed };
         options.CacheDirectory = cache;
         options.Threads = threads;
+        if (sequential) options.ConcurrentPhases = false;
         if (images is int n) options.World.Images = options.World.Images with { Train = n };
         if (scale is double s) options.StepsScale = s;
         try
@@ -111,7 +113,7 @@ internal sealed class WorldPretrainSubcommand : IWorldSubcommand
         AnsiConsole.MarkupLineInterpolated($"Report: {r.ReportPath}; load average {string.Join(" → ", rep.LoadAverage)}");
     }
 
-    /// <summary>Moves the phase bars (synchronously: reports come from the training thread).</summary>
+    /// <summary>Moves the phase bars (synchronously; the two training branches report one at a time).</summary>
     private sealed class Reporter(Dictionary<string, ProgressTask> tasks, List<string> messages) : IProgress<WorldPretrainProgress>
     {
         private readonly Lock _lock = new();

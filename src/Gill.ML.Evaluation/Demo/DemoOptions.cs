@@ -66,6 +66,10 @@ public sealed class DemoOptions
     /// <summary>CPU threads torch uses during the run (restored afterwards); 0 keeps the current setting.</summary>
     public int Threads { get; set; } = 1;
 
+    /// <summary>Overrides <see cref="WorldPretrainOptions.ConcurrentPhases"/> (null keeps its default: the language model
+    /// pretrains beside the image-side chain on machines with two or more cores).</summary>
+    public bool? ConcurrentPretraining { get; set; }
+
     /// <summary>Checks the options.</summary>
     /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
     public void Validate()
@@ -86,7 +90,9 @@ public sealed class DemoOptions
     }
 }
 
-/// <summary>Progress of <see cref="DemoRunner.Run"/>: phase, step within it and, while training, the loss.</summary>
+/// <summary>Progress of <see cref="DemoRunner.Run"/>: phase, step within it and, while training, the loss. The
+/// backbones' pretraining reports under "pretraining:&lt;phase&gt;" (<see cref="DemoRunner.PretrainingPrefix"/>), with
+/// its log lines ("cached …", "done in …") as <see cref="Message"/>.</summary>
 public readonly record struct DemoProgress(string Phase, int Step, int Total, double? Loss = null, string? Message = null);
 
 /// <summary>A figure and its baseline, measured in the same run.</summary>
@@ -125,6 +131,9 @@ public sealed class DemoFigures
     [JsonPropertyName("seconds")] public required IReadOnlyDictionary<string, double> Seconds { get; init; }
     /// <summary>Backbone phases taken from the cache (false: trained in this run).</summary>
     [JsonPropertyName("pretraining_cached")] public required bool PretrainingCached { get; init; }
+    /// <summary>Wall seconds of each pretraining phase in this run (a cached phase: its verification), and, when the
+    /// language model trained beside the image-side chain, "backbones": the wall time of both branches together.</summary>
+    [JsonPropertyName("pretraining_seconds")] public IReadOnlyDictionary<string, double> PretrainingSeconds { get; init; } = new Dictionary<string, double>();
     /// <summary>Torch CPU threads and machine load at the start.</summary>
     [JsonPropertyName("machine")] public required IReadOnlyDictionary<string, string> Machine { get; init; }
 

@@ -60,6 +60,13 @@ public static class DemoRunner
         }
     }
 
+    /// <summary>Prefix of the progress phases that <see cref="Run"/> forwards from the world pretraining
+    /// ("pretraining:lm", …; <see cref="PretrainingPhases"/>). With concurrent phases, two of them move at once.</summary>
+    public const string PretrainingPrefix = "pretraining:";
+
+    /// <summary>The world pretraining's phases, in the order they start.</summary>
+    public static IReadOnlyList<string> PretrainingPhases { get; } = ["world", "lm", "clip", "classifier", "generator"];
+
     /// <summary>The pretraining options the demo uses for <paramref name="options"/>.</summary>
     public static WorldPretrainOptions PretrainOptions(DemoOptions options)
     {
@@ -73,6 +80,7 @@ public static class DemoRunner
             if (options.PretrainStepsScale is double scale) p.StepsScale = scale;
         }
         if (options.CacheDirectory is not null) p.CacheDirectory = options.CacheDirectory;
+        if (options.ConcurrentPretraining is bool concurrent) p.ConcurrentPhases = concurrent;
         return p;
     }
 
@@ -119,7 +127,8 @@ public static class DemoRunner
             // 1. Backbones.
             var pretrainOptions = PretrainOptions(o);
             var world = Phase("pretraining", () => WorldPretrainer.Run(pretrainOptions,
-                new SyncProgress<WorldPretrainProgress>(p => progress?.Report(new DemoProgress("pretraining", p.Step, p.Total, p.Loss, p.Phase + (p.Message is null ? "" : ": " + p.Message)))), ct));
+                new SyncProgress<WorldPretrainProgress>(p => progress?.Report(new DemoProgress(PretrainingPrefix + p.Phase, p.Step, p.Total,
+                    double.IsNaN(p.Loss) ? null : p.Loss, p.Message))), ct));
             var dataset = ShapesWorldDataset.Load(world.WorldFolder);
             var train = dataset.Images(ShapesSplit.Train);
             var test = dataset.Images(ShapesSplit.Test).Take(o.EvaluationImages).ToList();
@@ -208,6 +217,7 @@ public static class DemoRunner
                     MapperDistillationCurve = _distillation.ToArray(),
                     Seconds = _seconds,
                     PretrainingCached = world.TrainedPhases.Count == 0,
+                    PretrainingSeconds = new Dictionary<string, double>(world.Report.Seconds),
                     Machine = machine,
                 };
 

@@ -1,3 +1,4 @@
+using Gill.ML.Modules;
 using Gill.ML.Serialization;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -146,8 +147,7 @@ public sealed class ShapesAttributeClassifier : IDisposable
         var shapes = options.Shapes.ToArray();
         var scenes = RandomScenes(options.TrainImages, options.ImageSize, colors, shapes, options.Backgrounds, options.Seed);
 
-        torch.random.manual_seed(options.Seed);
-        var net = new ShapesAttributeNet(colors.Length, shapes.Length);
+        var net = GlobalRandom.Seeded(options.Seed, () => new ShapesAttributeNet(colors.Length, shapes.Length));
         net.to(device);
         var result = new ShapesAttributeClassifier(net, options.ImageSize, colors, shapes, device);
         int threads = torch.get_num_threads();

@@ -48,7 +48,9 @@ public sealed class WorldPretrainerTests
         torch.set_num_threads(1);
         s_cache = Path.Combine(Path.GetTempPath(), "gill-world-pretrain-" + Guid.NewGuid().ToString("N"));
         var sw = Stopwatch.StartNew();
-        s_first = WorldPretrainer.Run(Tiny(s_cache));
+        var options = Tiny(s_cache);
+        options.ConcurrentPhases = true;
+        s_first = WorldPretrainer.Run(options);
         s_firstSeconds = sw.Elapsed.TotalSeconds;
     }
 
@@ -201,20 +203,29 @@ public sealed class WorldPretrainerTests
     }
 
     [TestMethod]
-    [TestCategory("Heavy")]
-    public void SameSeedGivesIdenticalCheckpoints()
+    public void SequentialRunGivesTheSameCheckpointsAsTheConcurrentOne()
     {
-        var other = s_cache + "-again";
+        // The class's first run trained the language model beside the CLIP → classifier → generator chain.
+        Assert.IsTrue(s_first!.Report.ConcurrentPhases);
+        Assert.IsTrue(s_first.Report.Seconds.ContainsKey("backbones"), "the concurrent run did not record the wall time of its two branches");
+        var other = s_cache + "-sequential";
         try
         {
-            var r = WorldPretrainer.Run(Tiny(other));
+            var options = Tiny(other);
+            options.ConcurrentPhases = false;
+            var r = WorldPretrainer.Run(options);
+            Assert.IsFalse(r.Report.ConcurrentPhases);
+            Assert.IsFalse(r.Report.Seconds.ContainsKey("backbones"));
             foreach (var dir in new[] { WorldPretrainer.LmDir, WorldPretrainer.ClipTextDir, WorldPretrainer.ImageEncoderDir, WorldPretrainer.GeneratorDir, WorldPretrainer.ClassifierDir })
-                {
+            {
                 var a = Files(Path.Combine(s_cache!, dir));
                 var b = Files(Path.Combine(other, dir));
-                Assert.AreEqual(string.Join("\n", a), string.Join("\n", b), $"{dir}: files differ between two runs with the same seed");
+                Assert.IsTrue(a.Length > 0, $"{dir}: no files in the manifest");
+                Assert.AreEqual(string.Join("\n", a), string.Join("\n", b), $"{dir}: the sequential run's files differ from the concurrent run's (same seed)");
             }
-            Assert.AreEqual(s_first!.Report.Clip, r.Report.Clip);
+            Assert.AreEqual(s_first.Report.Clip, r.Report.Clip);
+            Assert.AreEqual(s_first.Report.LanguageModel, r.Report.LanguageModel);
+            Assert.AreEqual(s_first.Report.Generator! with { MillisecondsPerImage = 0 }, r.Report.Generator! with { MillisecondsPerImage = 0 });
         }
         finally
         {
@@ -224,6 +235,51 @@ public sealed class WorldPretrainerTests
         static string[] Files(string folder) =>
             [.. System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "gill-artefact.json")))!["files"]!.AsObject()
                 .Select(kv => kv.Key + "=" + kv.Value!.GetValue<string>()).Order(StringComparer.Ordinal)];
+    }
+
+    [TestMethod]
+    public void AFailureInOneBranchStopsTheOtherAndSurfacesItself()
+    {
+        var other = s_cache + "-failing";
+        try
+        {
+            CopyFolder(Path.Combine(s_cache!, WorldPretrainer.WorldDir), Path.Combine(other, WorldPretrainer.WorldDir));
+            var options = Tiny(other);
+            options.ConcurrentPhases = true;
+            var seen = new List<string>();
+            var e = Assert.ThrowsExactly<InvalidOperationException>(() => WorldPretrainer.Run(options, new FailingProgress("lm", seen)));
+            StringAssert.Contains(e.Message, "sink failed at lm");
+            // The image branch was cancelled: it never reached the generator, and no half-written checkpoint is marked as good.
+            CollectionAssert.DoesNotContain(seen, "generator");
+            Assert.IsFalse(File.Exists(Path.Combine(other, WorldPretrainer.GeneratorDir, "gill-artefact.json")));
+            Assert.IsFalse(File.Exists(Path.Combine(other, WorldPretrainer.LmDir, "gill-artefact.json")));
+        }
+        finally
+        {
+            if (Directory.Exists(other)) Directory.Delete(other, true);
+        }
+    }
+
+    [TestMethod]
+    public void CancellingAConcurrentRunStopsBothBranches()
+    {
+        var other = s_cache + "-cancelled";
+        try
+        {
+            CopyFolder(Path.Combine(s_cache!, WorldPretrainer.WorldDir), Path.Combine(other, WorldPretrainer.WorldDir));
+            var options = Tiny(other);
+            options.ConcurrentPhases = true;
+            using var cts = new CancellationTokenSource();
+            var seen = new List<string>();
+            var sink = new CancellingProgress("clip", cts, seen);
+            Assert.ThrowsExactly<OperationCanceledException>(() => WorldPretrainer.Run(options, sink, cts.Token));
+            CollectionAssert.DoesNotContain(seen, "generator");
+            Assert.IsFalse(File.Exists(Path.Combine(other, WorldPretrainer.GeneratorDir, "gill-artefact.json")));
+        }
+        finally
+        {
+            if (Directory.Exists(other)) Directory.Delete(other, true);
+        }
     }
 
     [TestMethod]
@@ -263,6 +319,26 @@ public sealed class WorldPretrainerTests
             Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, dir)));
         foreach (var f in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
             File.Copy(f, Path.Combine(to, Path.GetRelativePath(from, f)));
+    }
+
+    /// <summary>Throws on the first training step of <paramref name="phase"/>.</summary>
+    private sealed class FailingProgress(string phase, List<string> seen) : IProgress<WorldPretrainProgress>
+    {
+        public void Report(WorldPretrainProgress value)
+        {
+            if (value.Step > 0 && !seen.Contains(value.Phase)) seen.Add(value.Phase);
+            if (value.Phase == phase && value.Step > 0) throw new InvalidOperationException($"sink failed at {phase}");
+        }
+    }
+
+    /// <summary>Cancels on the first training step of <paramref name="phase"/>.</summary>
+    private sealed class CancellingProgress(string phase, CancellationTokenSource cts, List<string> seen) : IProgress<WorldPretrainProgress>
+    {
+        public void Report(WorldPretrainProgress value)
+        {
+            if (value.Step > 0 && !seen.Contains(value.Phase)) seen.Add(value.Phase);
+            if (value.Phase == phase && value.Step > 0) cts.Cancel();
+        }
     }
 
     private sealed class ListProgress(List<string> messages) : IProgress<WorldPretrainProgress>

@@ -56,9 +56,12 @@ internal static class ClipCheckpointIO
     public static ClipRoot Create(Func<ClipRoot> build, ClipLoadOptions options, long? seed)
     {
         options.Validate();
-        if (seed is long s) torch.random.manual_seed(s);
-        var root = build();
-        root.Initialize();
+        var root = GlobalRandom.Maybe(seed, () =>
+        {
+            var r = build();
+            r.Initialize();
+            return r;
+        });
         if (options.DType != ScalarType.Float32) root.to(options.DType);
         var device = options.ResolvedDevice;
         if (device.type != DeviceType.CPU) root.to(device);

@@ -49,21 +49,12 @@ public sealed class GillDecisionClassifier : IDisposable
         if (hiddenDim <= 0) throw new ArgumentOutOfRangeException(nameof(hiddenDim), hiddenDim, "Must be positive.");
         Kind = kind;
         HiddenDim = hiddenDim;
-        Tensor? saved = null;
-        if (seed is { } s) { saved = torch.random.get_rng_state(); torch.random.manual_seed(s); }
-        try
+        _module = GlobalRandom.Maybe(seed, () => kind switch
         {
-            _module = kind switch
-            {
-                GillDecisionKind.Released => new ReleasedDecisionClassifier(hiddenDim),
-                GillDecisionKind.PaperWithMaxScore => new PaperDecisionClassifier(hiddenDim),
-                _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
-            };
-        }
-        finally
-        {
-            if (saved is not null) { torch.random.set_rng_state(saved); saved.Dispose(); }
-        }
+            GillDecisionKind.Released => (nn.Module<Tensor, Tensor>)new ReleasedDecisionClassifier(hiddenDim),
+            GillDecisionKind.PaperWithMaxScore => new PaperDecisionClassifier(hiddenDim),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+        }, restore: true);
         foreach (var p in _module.parameters()) p.DetachFromDisposeScope();
         _module.eval();
     }

@@ -40,29 +40,13 @@ public sealed class GillHeads : nn.Module
         Config = config.Clone();
         EmbeddingDim = lmEmbeddingDim;
 
-        Tensor? savedState = null;
-        if (seed is { } s)
-        {
-            savedState = torch.random.get_rng_state();
-            torch.random.manual_seed(s);
-        }
-        try
-        {
-            visualEmbeddings = nn.Linear(config.VisualHiddenSize, (long)config.NVisualTokens * lmEmbeddingDim);
-            imgTokenEmbeddings = new Parameter(torch.randn(config.NumTokens, lmEmbeddingDim) * 0.02);
-            retTextHiddenFcs = new ModuleList<RetrievalTextHead>(new RetrievalTextHead(lmEmbeddingDim, config.RetEmbDim));
-            visualFc = nn.Linear(config.VisualHiddenSize, config.RetEmbDim);
-            logitScale = new Parameter(torch.tensor((float)Math.Log(1 / 0.07)));
-            genTextHiddenFcs = new ModuleList<GenerationMapper>(GenerationMapper.Create(config, lmEmbeddingDim));
-        }
-        finally
-        {
-            if (savedState is not null)
-            {
-                torch.random.set_rng_state(savedState);
-                savedState.Dispose();
-            }
-        }
+        (visualEmbeddings, imgTokenEmbeddings, retTextHiddenFcs, visualFc, logitScale, genTextHiddenFcs) = GlobalRandom.Maybe(seed, () => (
+            nn.Linear(config.VisualHiddenSize, (long)config.NVisualTokens * lmEmbeddingDim),
+            new Parameter(torch.randn(config.NumTokens, lmEmbeddingDim) * 0.02),
+            new ModuleList<RetrievalTextHead>(new RetrievalTextHead(lmEmbeddingDim, config.RetEmbDim)),
+            nn.Linear(config.VisualHiddenSize, config.RetEmbDim),
+            new Parameter(torch.tensor((float)Math.Log(1 / 0.07))),
+            new ModuleList<GenerationMapper>(GenerationMapper.Create(config, lmEmbeddingDim))), restore: true);
         RegisterComponents();
         // Parameters created while a caller's dispose scope is open must outlive it.
         foreach (var p in parameters()) p.DetachFromDisposeScope();

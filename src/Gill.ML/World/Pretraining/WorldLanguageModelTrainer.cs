@@ -54,9 +54,8 @@ internal static class WorldLanguageModelTrainer
             NumAttentionHeads = o.Heads, MaxPositionEmbeddings = Math.Max(o.Window, Math.Min(2048, maxDoc)), Dropout = 0.0, AttentionDropout = 0.0,
             ActivationFunction = "relu", DoLayerNormBefore = true, BosTokenId = eot, EosTokenId = eot, PadTokenId = eot,
         };
-        // The global generator too: modules are built with default initialisations before the seeded re-initialisation.
-        torch.manual_seed(seed);
-        var model = CausalLM.Create(config, seed: seed);
+        // The default generator too: modules are built with default initialisations before the seeded re-initialisation.
+        var model = GlobalRandom.Seeded(seed, () => CausalLM.Create(config, seed: seed));
         try
         {
             model.SetTrainable(true);

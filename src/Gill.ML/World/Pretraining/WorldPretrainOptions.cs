@@ -121,6 +121,14 @@ public sealed class WorldPretrainOptions
     public int Threads { get; set; } = 1;
 
     /// <summary>
+    /// Trains the language model on a second thread while the CLIP towers, the attribute classifier and the generator
+    /// train in turn on the calling thread (each with <see cref="Threads"/> torch threads). The checkpoints are the
+    /// same either way; on a machine with two or more cores the backbones are ready sooner. Default: on when the
+    /// machine has at least two logical processors.
+    /// </summary>
+    public bool ConcurrentPhases { get; set; } = Environment.ProcessorCount >= 2;
+
+    /// <summary>
     /// A faster, smaller preset: 4,000 training images, a quarter of the steps and no generator retry (figures are
     /// lower; for trying the pipeline out).
     /// </summary>

@@ -70,6 +70,9 @@ public sealed class WorldPretrainReport
     [JsonPropertyName("train_seconds")] public Dictionary<string, double> TrainSeconds { get; init; } = [];
     /// <summary>Whether each phase came from the cache.</summary>
     [JsonPropertyName("cached")] public Dictionary<string, bool> Cached { get; init; } = [];
+    /// <summary>Whether the language model trained beside the CLIP → classifier → generator chain (then
+    /// <see cref="Seconds"/> has a "backbones" entry: the wall time of both branches together).</summary>
+    [JsonPropertyName("concurrent_phases")] public bool ConcurrentPhases { get; set; }
     /// <summary>Language-model figures.</summary>
     [JsonPropertyName("language_model")] public WorldLmMetrics? LanguageModel { get; set; }
     /// <summary>Contrastive figures.</summary>
@@ -138,7 +141,8 @@ public static class WorldPretrainer
         if (options.Threads > 0) torch.set_num_threads(options.Threads);
         try
         {
-            return new Session(options, root, progress, cancellationToken).Execute();
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            return new Session(options, root, progress, linked).Execute();
         }
         finally
         {
@@ -161,20 +165,32 @@ public static class WorldPretrainer
         }
     }
 
-    private sealed class Session(WorldPretrainOptions o, string root, IProgress<WorldPretrainProgress>? progress, CancellationToken ct)
+    private sealed class Session(WorldPretrainOptions o, string root, IProgress<WorldPretrainProgress>? progress, CancellationTokenSource cts)
     {
+        private readonly CancellationToken ct = cts.Token;
         private readonly List<string> _trained = [];
         private readonly List<string> _messages = [];
         private readonly WorldPretrainReport _report = new() { Seed = o.Seed, CacheDirectory = root, Threads = torch.get_num_threads() };
+        // The two branches share the report, the logs and the caller's progress sink; reports reach the sink one at a time.
+        private readonly Lock _sync = new();
+
+        private void Report(WorldPretrainProgress p)
+        {
+            if (progress is null) return;
+            lock (_sync) progress.Report(p);
+        }
 
         private void Log(string phase, string message)
         {
-            _messages.Add($"[{phase}] {message}");
-            progress?.Report(new WorldPretrainProgress(phase, 0, 0, double.NaN, message));
+            lock (_sync)
+            {
+                _messages.Add($"[{phase}] {message}");
+                progress?.Report(new WorldPretrainProgress(phase, 0, 0, double.NaN, message));
+            }
         }
 
         private IProgress<(int Step, int Total, double Loss)> StepProgress(string phase) =>
-            new SyncProgress<(int Step, int Total, double Loss)>(p => progress?.Report(new WorldPretrainProgress(phase, p.Step, p.Total, p.Loss)));
+            new SyncProgress<(int Step, int Total, double Loss)>(p => Report(new WorldPretrainProgress(phase, p.Step, p.Total, p.Loss)));
 
         private string P(string name) => Path.Combine(root, name);
 
@@ -182,14 +198,36 @@ public static class WorldPretrainer
         {
             _report.LoadAverage.Add(LoadAverage());
             var world = Phase("world", EnsureWorld);
-            string lmKey = o.Key("lm", o.LanguageModel);
-            Cached("lm", [P(LmDir)], lmKey, () => TrainLm(world), m => _report.LanguageModel = m.Deserialize<WorldLmMetrics>(ArtefactManifest.Json));
-            string clipKey = o.Key("clip", o.Clip);
-            Cached("clip", [P(ClipTextDir), P(ImageEncoderDir)], clipKey, () => TrainClip(world), m => _report.Clip = m.Deserialize<WorldClipMetrics>(ArtefactManifest.Json));
-            string classifierKey = o.Key("classifier", new { o.ClassifierTrainImages, o.ClassifierEpochs });
-            Cached("classifier", [P(ClassifierDir)], classifierKey, TrainClassifier, m => _report.Classifier = m.Deserialize<ShapesAttributeMetrics>(ArtefactManifest.Json));
-            string generatorKey = o.Key("generator", o.Generator, ArtefactManifest.ManifestHash(P(ClipTextDir)), ArtefactManifest.ManifestHash(P(ClassifierDir)));
-            Cached("generator", [P(GeneratorDir)], generatorKey, () => TrainGenerator(world), m => _report.Generator = m.Deserialize<WorldGeneratorMetrics>(ArtefactManifest.Json));
+
+            // The language model needs only the world; the image side is a chain (the generator reads the CLIP text
+            // tower, and is scored with the classifier). The two branches share no tensors and draw from the default
+            // generator only under GlobalRandom.Gate, so running them side by side gives the same checkpoints.
+            void LanguageBranch()
+            {
+                string lmKey = o.Key("lm", o.LanguageModel);
+                Cached("lm", [P(LmDir)], lmKey, () => TrainLm(world), m => _report.LanguageModel = m.Deserialize<WorldLmMetrics>(ArtefactManifest.Json));
+            }
+            void ImageBranch()
+            {
+                string clipKey = o.Key("clip", o.Clip);
+                Cached("clip", [P(ClipTextDir), P(ImageEncoderDir)], clipKey, () => TrainClip(world), m => _report.Clip = m.Deserialize<WorldClipMetrics>(ArtefactManifest.Json));
+                string classifierKey = o.Key("classifier", new { o.ClassifierTrainImages, o.ClassifierEpochs });
+                Cached("classifier", [P(ClassifierDir)], classifierKey, TrainClassifier, m => _report.Classifier = m.Deserialize<ShapesAttributeMetrics>(ArtefactManifest.Json));
+                string generatorKey = o.Key("generator", o.Generator, ArtefactManifest.ManifestHash(P(ClipTextDir)), ArtefactManifest.ManifestHash(P(ClassifierDir)));
+                Cached("generator", [P(GeneratorDir)], generatorKey, () => TrainGenerator(world), m => _report.Generator = m.Deserialize<WorldGeneratorMetrics>(ArtefactManifest.Json));
+            }
+            if (o.ConcurrentPhases)
+            {
+                var sw = Stopwatch.StartNew();
+                RunSideBySide(LanguageBranch, ImageBranch);
+                _report.Seconds["backbones"] = Math.Round(sw.Elapsed.TotalSeconds, 2);
+            }
+            else
+            {
+                LanguageBranch();
+                ImageBranch();
+            }
+            _report.ConcurrentPhases = o.ConcurrentPhases;
             _report.LoadAverage.Add(LoadAverage());
             var reportPath = P(ReportFile);
             AtomicFile.WriteAllText(reportPath, JsonSerializer.Serialize(_report, ReportJson));
@@ -202,6 +240,31 @@ public static class WorldPretrainer
         }
 
         private string ClassifierFile => Path.Combine(P(ClassifierDir), "classifier.safetensors");
+
+        /// <summary>
+        /// Runs <paramref name="second"/> on a thread of its own (with this thread's torch thread count: the CPU
+        /// backend's setting is per native thread) and <paramref name="first"/> here. A failure in either cancels the
+        /// other; the first real error is rethrown (a cancellation only when nothing else failed).
+        /// </summary>
+        private void RunSideBySide(Action second, Action first)
+        {
+            int threads = torch.get_num_threads();
+            Exception? secondError = null;
+            var thread = new Thread(() =>
+            {
+                torch.set_num_threads(threads);
+                try { second(); }
+                catch (Exception e) { secondError = e; cts.Cancel(); }
+            }) { IsBackground = true, Name = "gill-world-pretrain" };
+            thread.Start();
+            Exception? firstError = null;
+            try { first(); }
+            catch (Exception e) { firstError = e; cts.Cancel(); }
+            thread.Join();
+            var errors = new[] { firstError, secondError }.Where(e => e is not null).ToList();
+            var chosen = errors.FirstOrDefault(e => e is not OperationCanceledException) ?? errors.FirstOrDefault();
+            if (chosen is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(chosen).Throw();
+        }
 
         private T Phase<T>(string name, Func<T> body)
         {
@@ -226,10 +289,13 @@ public static class WorldPretrainer
             if (problem is null && first is not null)
             {
                 Log(phase, $"cached checkpoint verified (SHA-256) in '{folders[0]}'");
-                _report.Cached[phase] = true;
-                _report.Seconds[phase] = Math.Round(sw.Elapsed.TotalSeconds, 2);
-                _report.TrainSeconds[phase] = first["train_seconds"]?.GetValue<double>() ?? double.NaN;
-                if (first["metrics"] is JsonNode metrics) useMetrics(metrics);
+                lock (_sync)
+                {
+                    _report.Cached[phase] = true;
+                    _report.Seconds[phase] = Math.Round(sw.Elapsed.TotalSeconds, 2);
+                    _report.TrainSeconds[phase] = first["train_seconds"]?.GetValue<double>() ?? double.NaN;
+                    if (first["metrics"] is JsonNode metrics) useMetrics(metrics);
+                }
                 return;
             }
             bool existed = folders.Any(Directory.Exists);
@@ -238,11 +304,14 @@ public static class WorldPretrainer
             var metricsNode = train();
             double seconds = Math.Round(sw.Elapsed.TotalSeconds, 2);
             foreach (var f in folders) ArtefactManifest.Write(f, key, metricsNode, seconds);
-            _trained.Add(phase);
-            _report.Cached[phase] = false;
-            _report.Seconds[phase] = seconds;
-            _report.TrainSeconds[phase] = seconds;
-            if (metricsNode is not null) useMetrics(metricsNode);
+            lock (_sync)
+            {
+                _trained.Add(phase);
+                _report.Cached[phase] = false;
+                _report.Seconds[phase] = seconds;
+                _report.TrainSeconds[phase] = seconds;
+                if (metricsNode is not null) useMetrics(metricsNode);
+            }
             Log(phase, $"done in {seconds:F1} s");
         }
 
@@ -274,7 +343,7 @@ public static class WorldPretrainer
             }
             else Log("world", $"generating the world into '{folder}'");
             ShapesWorld.Generate(worldOptions, folder,
-                new SyncProgress<ShapesWorldProgress>(p => progress?.Report(new WorldPretrainProgress("world", p.Completed, p.Total, double.NaN))), ct);
+                new SyncProgress<ShapesWorldProgress>(p => Report(new WorldPretrainProgress("world", p.Completed, p.Total, double.NaN))), ct);
             _trained.Add("world");
             _report.Cached["world"] = false;
             var world = ShapesWorldDataset.Load(folder);
@@ -317,13 +386,11 @@ public static class WorldPretrainer
                 NumHiddenLayers = c.TextLayers, NumAttentionHeads = c.TextHeads, MaxPositionEmbeddings = c.MaxLength,
                 PadTokenId = tokenizer.PadTokenId, BosTokenId = tokenizer.BosTokenId, EosTokenId = tokenizer.EosTokenId,
             };
-            torch.manual_seed(o.Seed);
-            using var text = ClipTextEncoder.Create(config, withProjection: true, seed: o.Seed);
-            torch.manual_seed(o.Seed);
-            using var image = new WorldImageEncoder(new WorldImageEncoderConfig
+            using var text = GlobalRandom.Seeded(o.Seed, () => ClipTextEncoder.Create(config, withProjection: true, seed: o.Seed));
+            using var image = GlobalRandom.Seeded(o.Seed, () => new WorldImageEncoder(new WorldImageEncoderConfig
             {
                 ImageSize = size, BaseChannels = c.ImageBaseChannels, HiddenSize = c.ImageHiddenSize, ProjectionDim = c.ProjectionDim,
-            });
+            }));
             var train = world.Images(ShapesSplit.Train);
             using var images = Render(train, size);
             using var ids = Ids(tokenizer, train.Select(x => x.Caption).ToList(), c.MaxLength);
@@ -376,7 +443,7 @@ public static class WorldPretrainer
                 ImageSize = w.ImageSize, Shapes = w.Shapes, Colors = w.Colors, Backgrounds = w.Backgrounds,
                 TrainImages = o.ClassifierTrainImages, Epochs = o.ClassifierEpochs, Seed = o.Seed,
                 Threads = o.Threads > 0 ? o.Threads : torch.get_num_threads(),
-            }, new SyncProgress<ShapesClassifierProgress>(p => progress?.Report(new WorldPretrainProgress("classifier", p.Step, p.TotalSteps, p.Loss))), ct);
+            }, new SyncProgress<ShapesClassifierProgress>(p => Report(new WorldPretrainProgress("classifier", p.Step, p.TotalSteps, p.Loss))), ct);
             Directory.CreateDirectory(P(ClassifierDir));
             classifier.Save(ClassifierFile);
             var metrics = classifier.EvaluateRendered(500, o.Seed + 7919, w.Backgrounds);
@@ -412,12 +479,11 @@ public static class WorldPretrainer
                 {
                     attempts++;
                     int seed = o.Seed + 1000 * attempt;
-                    torch.manual_seed(seed);
-                    var decoder = new TextToImageDecoder(new TextToImageDecoderConfig
+                    var decoder = GlobalRandom.Seeded(seed, () => new TextToImageDecoder(new TextToImageDecoderConfig
                     {
                         CondTokens = text.Config.MaxPositionEmbeddings, CondDim = text.Config.HiddenSize, ImageSize = size,
                         HiddenDim = g.HiddenDim, NumLayers = g.Layers, BaseChannels = g.BaseChannels,
-                    });
+                    }));
                     var losses = TextToImageDecoderTrainer.Train(decoder, cond, images, new DecoderTrainingOptions
                     {
                         Steps = o.Scaled(g.Steps), BatchSize = g.BatchSize, LearningRate = g.LearningRate, Seed = seed,
