@@ -283,6 +283,26 @@ public sealed class WorldPretrainerTests
     }
 
     [TestMethod]
+    public void CanonicalLayoutFixesOnlyWhatTheCaptionLeavesOpen()
+    {
+        var obj = new ShapesObject(ShapeKind.Star, ShapeColor.Green, ShapeSize.Small, ShapePosition.Left);
+        var scene = new ShapesScene(ShapesBackground.Black, [obj]);
+        ShapesImageExample Example(ShapesMentions m) => new(1, "caption", "x.png", scene, m);
+
+        Assert.AreEqual(scene, WorldPretrainer.CanonicalLayout(Example(ShapesMentions.All)));
+        var open = WorldPretrainer.CanonicalLayout(Example(ShapesMentions.Color | ShapesMentions.Shape)).Objects.Single();
+        Assert.AreEqual(obj with { Size = ShapeSize.Large, Position = ShapePosition.Centre }, open);
+        var sized = WorldPretrainer.CanonicalLayout(Example(ShapesMentions.Color | ShapesMentions.Shape | ShapesMentions.Size)).Objects.Single();
+        Assert.AreEqual(obj with { Position = ShapePosition.Centre }, sized);
+        var placed = WorldPretrainer.CanonicalLayout(Example(ShapesMentions.Color | ShapesMentions.Shape | ShapesMentions.Position)).Objects.Single();
+        Assert.AreEqual(obj with { Size = ShapeSize.Large }, placed);
+
+        // Two objects: "position" is their relation, and nothing is moved.
+        var pair = new ShapesScene(ShapesBackground.Black, [obj, obj with { Position = ShapePosition.Right }]);
+        Assert.AreEqual(pair, WorldPretrainer.CanonicalLayout(new ShapesImageExample(2, "caption", "y.png", pair, ShapesMentions.Color | ShapesMentions.Shape)));
+    }
+
+    [TestMethod]
     public void UnwritableCacheFolderGivesAClearError()
     {
         var file = Path.Combine(Path.GetTempPath(), "gill-not-a-folder-" + Guid.NewGuid().ToString("N"));

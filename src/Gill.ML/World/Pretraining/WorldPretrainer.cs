@@ -464,7 +464,7 @@ public static class WorldPretrainer
             var train = Single(world.Images(ShapesSplit.Train));
             if (train.Count == 0) throw new InvalidDataException("The world has no single-object training images to train the generator on (TwoObjectFraction is 1).");
             using var cond = WorldImageGenerator.EncodeCaptions(text, tokenizer, train.Select(x => x.Caption).ToList());
-            using var images = Render(train, size);
+            using var images = ShapesAttributeClassifier.RenderBatch(train.Select(x => g.CanonicalLayout ? CanonicalLayout(x) : x.Scene).ToList(), size);
             var validation = Single(world.Images(ShapesSplit.Validation)).Take(Math.Min(300, g.EvaluationCaptions)).ToList();
             if (validation.Count == 0) validation = train.Take(Math.Min(300, g.EvaluationCaptions)).ToList();
             using var validationCond = WorldImageGenerator.EncodeCaptions(text, tokenizer, validation.Select(x => x.Caption).ToList());
@@ -541,6 +541,19 @@ public static class WorldPretrainer
             try { return File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Trim() : ""; }
             catch (IOException) { return ""; }
         }
+    }
+
+    /// <summary>A single-object example's scene with the size and position its caption leaves open set to large and
+    /// centre (two-object scenes, whose "position" is a relation, are returned as they are).</summary>
+    internal static ShapesScene CanonicalLayout(ShapesImageExample x)
+    {
+        if (x.Scene.Objects.Count != 1) return x.Scene;
+        var objects = x.Scene.Objects.Select(obj => obj with
+        {
+            Size = x.Mentions.HasFlag(ShapesMentions.Size) ? obj.Size : ShapeSize.Large,
+            Position = x.Mentions.HasFlag(ShapesMentions.Position) ? obj.Position : ShapePosition.Centre,
+        }).ToList();
+        return x.Scene with { Objects = objects };
     }
 
     /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool and reorder reports).</summary>
