@@ -26,9 +26,9 @@ internal sealed class DemoCommandProvider : ICommandProvider
         var batch = new Option<int?>("--batch-size") { Description = "Examples per optimizer step of GILL's joint training [default: 16]" };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate of GILL's joint training [default: 2e-3]" };
         var threads = new Option<int?>("--threads") { Description = "Torch CPU threads (0: leave libtorch's setting) [default: 1]" };
-        var sequential = new Option<bool>("--sequential-pretraining") { Description = "Pretrain the backbones one after another (by default the language model trains beside the CLIP → classifier → generator chain on machines with two or more cores; same checkpoints)" };
+        var inProcess = new Option<bool>("--in-process") { Description = "Pretrain the language model in this process before the other backbones (by default, on machines with two or more cores, a child process trains it beside them; same checkpoint)" };
         var cmd = new Command("demo", "GILL end to end on the shapes world: pretrain the backbones (cached), train GILL, run stories and dialogues, write an HTML report with every figure against its baseline");
-        foreach (var o in new Option[] { cache, output, seed, images, steps, quick, batch, lr, threads, distill, worldImages, imageSize, stepsScale, paper, sequential }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { cache, output, seed, images, steps, quick, batch, lr, threads, distill, worldImages, imageSize, stepsScale, paper, inProcess }) cmd.Options.Add(o);
         cmd.SetAction((parse, ct) => Task.FromResult(Execute(new DemoOptions
         {
             CacheDirectory = parse.GetValue(cache),
@@ -38,7 +38,7 @@ internal sealed class DemoCommandProvider : ICommandProvider
             Steps = parse.GetValue(steps),
             Quick = parse.GetValue(quick),
             PaperResultsDirectory = parse.GetValue(paper),
-            ConcurrentPretraining = parse.GetValue(sequential) ? false : null,
+            LanguageModelHost = parse.GetValue(inProcess) ? null : WorldPretrainSubcommand.ChildProcessHost(),
         }.With(parse.GetValue(batch), parse.GetValue(lr), parse.GetValue(threads), parse.GetValue(distill), parse.GetValue(worldImages), parse.GetValue(imageSize), parse.GetValue(stepsScale)), ct)));
         return cmd;
     }

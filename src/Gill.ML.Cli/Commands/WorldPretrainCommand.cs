@@ -19,21 +19,92 @@ internal sealed class WorldPretrainSubcommand : IWorldSubcommand
         var scale = new Option<double?>("--steps-scale") { Description = "Multiplies every phase's training steps [default: 1; 0.25 with --quick]" };
         var quick = new Option<bool>("--quick") { Description = "A smaller world and a quarter of the steps (a few minutes; lower figures)" };
         var threads = new Option<int>("--threads") { Description = "torch CPU threads (0: libtorch's default; 1 is the robust choice on a shared machine)", DefaultValueFactory = _ => 1 };
-        var sequential = new Option<bool>("--sequential") { Description = "Train the phases one after another (by default the language model trains beside the CLIP → classifier → generator chain on machines with two or more cores; the checkpoints are the same)" };
+        var inProcess = new Option<bool>("--in-process") { Description = "Train the language model in this process before the other phases (by default, on machines with two or more cores, a child process trains it beside them; the checkpoint is the same)" };
+        var optionsFile = new Option<string?>("--options-file") { Description = "Read every pretraining option from this JSON file (WorldPretrainOptions.ToJson); the other option flags are ignored", Hidden = true };
+        var progressJson = new Option<bool>("--progress-json") { Description = "Print each progress report as one JSON line instead of progress bars (for a parent process)", Hidden = true };
         var cmd = new Command("pretrain", "Pretrain the shapes world's own backbones (OPT language model, CLIP text tower + CNN image tower, text-to-image decoder, attribute classifier), cached with SHA-256 manifests");
-        foreach (var o in new Option[] { cache, seed, images, scale, quick, threads, sequential }) cmd.Options.Add(o);
-        cmd.SetAction((parse, ct) => Task.FromResult(Execute(parse.GetValue(cache), parse.GetValue(seed), parse.GetValue(images), parse.GetValue(scale), parse.GetValue(quick), parse.GetValue(threads), parse.GetValue(sequential), ct)));
+        foreach (var o in new Option[] { cache, seed, images, scale, quick, threads, inProcess, optionsFile, progressJson }) cmd.Options.Add(o);
+        cmd.SetAction((parse, ct) =>
+        {
+            if (parse.GetValue(optionsFile) is { } file) return Task.FromResult(ExecuteFromFile(file, parse.GetValue(progressJson), ct));
+            return Task.FromResult(Execute(parse.GetValue(cache), parse.GetValue(seed), parse.GetValue(images), parse.GetValue(scale), parse.GetValue(quick), parse.GetValue(threads), parse.GetValue(inProcess), ct));
+        });
         return cmd;
     }
 
-    private static int Execute(string? cache, int seed, int? images, double? scale, bool quick, int threads, bool sequential, CancellationToken ct)
+    /// <summary>
+    /// The language-model host of this CLI: a child <c>gill world pretrain</c> (the same executable, or <c>dotnet</c>
+    /// with this dll) on machines with two or more cores; null (train in process) otherwise.
+    /// </summary>
+    internal static WorldLanguageModelHost? ChildProcessHost()
+    {
+        if (Environment.ProcessorCount < 2 || Environment.ProcessPath is not { } exe) return null;
+        var args = new List<string>();
+        var dll = typeof(WorldPretrainSubcommand).Assembly.Location;
+        if (Path.GetFileNameWithoutExtension(exe).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+        {
+            if (string.IsNullOrEmpty(dll)) return null;
+            args.Add(dll);
+        }
+        args.AddRange(["world", "pretrain"]);
+        return WorldPretrainer.ChildProcessHost(exe, args);
+    }
+
+    /// <summary>Runs the phases described by an options file (the child side of <see cref="ChildProcessHost"/>).</summary>
+    private static int ExecuteFromFile(string file, bool progressJson, CancellationToken ct)
+    {
+        WorldPretrainOptions options;
+        try
+        {
+            options = WorldPretrainOptions.FromJson(File.ReadAllText(file));
+            options.Validate();
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"Invalid options file '{file}': {ex.Message}");
+            return 2;
+        }
+        if (!progressJson) return Run(options, ct);
+        var sink = new JsonLineProgress();
+        try
+        {
+            WorldPretrainer.Run(options, sink, ct);
+            return 0;
+        }
+        catch (OperationCanceledException)
+        {
+            return 130;
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or InvalidOperationException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine(ex.Message);
+            return 1;
+        }
+    }
+
+    /// <summary>Writes every report as one line on standard output, for the parent process.</summary>
+    private sealed class JsonLineProgress : IProgress<WorldPretrainProgress>
+    {
+        private readonly Lock _lock = new();
+
+        public void Report(WorldPretrainProgress value)
+        {
+            lock (_lock)
+            {
+                Console.Out.WriteLine(WorldPretrainer.FormatProgressLine(value));
+                Console.Out.Flush();
+            }
+        }
+    }
+
+    private static int Execute(string? cache, int seed, int? images, double? scale, bool quick, int threads, bool inProcess, CancellationToken ct)
     {
         var options = quick ? WorldPretrainOptions.Quick(seed) : new WorldPretrainOptions { Seed = seed };
         options.CacheDirectory = cache;
         options.Threads = threads;
-        if (sequential) options.ConcurrentPhases = false;
         if (images is int n) options.World.Images = options.World.Images with { Train = n };
         if (scale is double s) options.StepsScale = s;
+        if (!inProcess) options.LanguageModelHost = ChildProcessHost();
         try
         {
             options.Validate();
@@ -43,7 +114,11 @@ internal sealed class WorldPretrainSubcommand : IWorldSubcommand
             AnsiConsole.MarkupLineInterpolated($"[red]Invalid options:[/] {ex.Message}");
             return 2;
         }
+        return Run(options, ct);
+    }
 
+    private static int Run(WorldPretrainOptions options, CancellationToken ct)
+    {
         WorldPretrainResult? result = null;
         var messages = new List<string>();
         try
@@ -58,7 +133,7 @@ internal sealed class WorldPretrainSubcommand : IWorldSubcommand
                     foreach (var t in tasks.Values) { if (!t.IsStarted) t.StartTask(); t.Value = t.MaxValue; t.StopTask(); }
                 });
         }
-        catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or InvalidOperationException or UnauthorizedAccessException)
         {
             foreach (var m in messages) AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]");
             AnsiConsole.MarkupLineInterpolated($"[red]{ex.Message}[/]");
@@ -113,7 +188,7 @@ internal sealed class WorldPretrainSubcommand : IWorldSubcommand
         AnsiConsole.MarkupLineInterpolated($"Report: {r.ReportPath}; load average {string.Join(" → ", rep.LoadAverage)}");
     }
 
-    /// <summary>Moves the phase bars (synchronously; the two training branches report one at a time).</summary>
+    /// <summary>Moves the phase bars (synchronously: reports come from the training thread).</summary>
     private sealed class Reporter(Dictionary<string, ProgressTask> tasks, List<string> messages) : IProgress<WorldPretrainProgress>
     {
         private readonly Lock _lock = new();

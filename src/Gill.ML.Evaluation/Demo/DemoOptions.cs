@@ -66,9 +66,10 @@ public sealed class DemoOptions
     /// <summary>CPU threads torch uses during the run (restored afterwards); 0 keeps the current setting.</summary>
     public int Threads { get; set; } = 1;
 
-    /// <summary>Overrides <see cref="WorldPretrainOptions.ConcurrentPhases"/> (null keeps its default: the language model
-    /// pretrains beside the image-side chain on machines with two or more cores).</summary>
-    public bool? ConcurrentPretraining { get; set; }
+    /// <summary>Trains the world language model in another process beside the other backbones when it is not cached
+    /// (<see cref="WorldPretrainOptions.LanguageModelHost"/>; null: in this process). Not serialised.</summary>
+    [JsonIgnore]
+    public WorldLanguageModelHost? LanguageModelHost { get; set; }
 
     /// <summary>Checks the options.</summary>
     /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
@@ -131,8 +132,7 @@ public sealed class DemoFigures
     [JsonPropertyName("seconds")] public required IReadOnlyDictionary<string, double> Seconds { get; init; }
     /// <summary>Backbone phases taken from the cache (false: trained in this run).</summary>
     [JsonPropertyName("pretraining_cached")] public required bool PretrainingCached { get; init; }
-    /// <summary>Wall seconds of each pretraining phase in this run (a cached phase: its verification), and, when the
-    /// language model trained beside the image-side chain, "backbones": the wall time of both branches together.</summary>
+    /// <summary>Wall seconds of each pretraining phase in this run (a cached phase: its verification).</summary>
     [JsonPropertyName("pretraining_seconds")] public IReadOnlyDictionary<string, double> PretrainingSeconds { get; init; } = new Dictionary<string, double>();
     /// <summary>Torch CPU threads and machine load at the start.</summary>
     [JsonPropertyName("machine")] public required IReadOnlyDictionary<string, string> Machine { get; init; }

@@ -119,7 +119,7 @@ internal static class DemoReport
             s.Append($"<tr><td>{H(phase)}</td><td>{sec.ToString("0.0", CultureInfo.InvariantCulture)}</td></tr>");
             if (phase == "pretraining")
                 foreach (var (sub, subSec) in figures.PretrainingSeconds)
-                    s.Append($"<tr><td>&nbsp;&nbsp;{H(sub == "backbones" ? "lm beside clip → classifier → generator (wall)" : sub)}</td><td>{subSec.ToString("0.0", CultureInfo.InvariantCulture)}</td></tr>");
+                    s.Append($"<tr><td>&nbsp;&nbsp;{H(sub)}</td><td>{subSec.ToString("0.0", CultureInfo.InvariantCulture)}</td></tr>");
         }
         s.Append($"<tr><td>total</td><td>{figures.Seconds.Values.Sum().ToString("0.0", CultureInfo.InvariantCulture)}</td></tr></table>");
         s.Append("</body></html>");

@@ -61,7 +61,7 @@ public static class DemoRunner
     }
 
     /// <summary>Prefix of the progress phases that <see cref="Run"/> forwards from the world pretraining
-    /// ("pretraining:lm", …; <see cref="PretrainingPhases"/>). With concurrent phases, two of them move at once.</summary>
+    /// ("pretraining:lm", …; <see cref="PretrainingPhases"/>).</summary>
     public const string PretrainingPrefix = "pretraining:";
 
     /// <summary>The world pretraining's phases, in the order they start.</summary>
@@ -80,7 +80,7 @@ public static class DemoRunner
             if (options.PretrainStepsScale is double scale) p.StepsScale = scale;
         }
         if (options.CacheDirectory is not null) p.CacheDirectory = options.CacheDirectory;
-        if (options.ConcurrentPretraining is bool concurrent) p.ConcurrentPhases = concurrent;
+        p.LanguageModelHost ??= options.LanguageModelHost;
         return p;
     }
 

@@ -116,7 +116,7 @@ public static class CausalLMGenerator
         if (o.TopK > 0 && o.TopK < logits.shape[1])
         {
             var kth = logits.topk(o.TopK, -1).values.narrow(1, o.TopK - 1, 1);
-            logits = logits.masked_fill(logits < kth, double.NegativeInfinity);
+            logits = logits.MaskedFill(logits < kth, double.NegativeInfinity);
         }
         if (o.TopP < 1.0)
         {
@@ -126,7 +126,7 @@ public static class CausalLMGenerator
             var before = probs.cumsum(-1) - probs;
             var removeSorted = before >= o.TopP;
             var remove = zeros_like(removeSorted).scatter(1, order, removeSorted);
-            logits = logits.masked_fill(remove, double.NegativeInfinity);
+            logits = logits.MaskedFill(remove, double.NegativeInfinity);
         }
         return softmax(logits, -1).multinomial(1, generator: generator).squeeze(1);
     }

@@ -375,8 +375,8 @@ public sealed class GillModel : IDisposable
                     rowMaskImg0[i] = sampled[i] < o.MinTokensBeforeImage || images[i] >= o.MaxImages
                         || lengths[i] + rows[i].Tokens.Count + r > ContextLength;
                 // [IMG1..r-1] are never sampled; [IMG0] is masked before the minimum, or scaled.
-                if (r > 1) logits.index_fill_(1, torch.tensor(imgIds.Skip(1).ToArray(), device: device), float.NegativeInfinity);
-                if (neverIds is not null) logits.index_fill_(1, neverIds, float.NegativeInfinity);
+                if (r > 1) logits.IndexFillInPlace(1, torch.tensor(imgIds.Skip(1).ToArray(), device: device), float.NegativeInfinity);
+                if (neverIds is not null) logits.IndexFillInPlace(1, neverIds, float.NegativeInfinity);
                 if (o.ImageTokenScaleFactor > 1)
                 {
                     var col = logits.narrow(1, img0, 1);
@@ -386,7 +386,7 @@ public sealed class GillModel : IDisposable
                 if (maskRows.Length > 0)
                 {
                     var col = logits.narrow(1, img0, 1);
-                    col.index_fill_(0, torch.tensor(maskRows, device: device), float.NegativeInfinity);
+                    col.IndexFillInPlace(0, torch.tensor(maskRows, device: device), float.NegativeInfinity);
                 }
                 var next = Pick(logits, o, generator).cpu().data<long>().ToArray();
 
@@ -467,7 +467,7 @@ public sealed class GillModel : IDisposable
             var before = probs.cumsum(-1) - probs;
             var removeSorted = before >= o.TopP;
             var remove = torch.zeros_like(removeSorted).scatter(1, order, removeSorted);
-            logits = logits.masked_fill(remove, double.NegativeInfinity);
+            logits = logits.MaskedFill(remove, double.NegativeInfinity);
         }
         return torch.softmax(logits, -1).multinomial(1, generator: generator).squeeze(1);
     }

@@ -144,7 +144,7 @@ internal static class CausalLMCommon
     {
         var scores = torch.matmul(q, k.transpose(-1, -2));
         if (scores.dtype != ScalarType.Float32 && scores.dtype != ScalarType.Float64) scores = scores.to(ScalarType.Float32);
-        scores = scores.masked_fill(allowed.logical_not(), scores.dtype == ScalarType.Float64 ? double.MinValue : float.MinValue);
+        scores = scores.MaskedFill(allowed.logical_not(), scores.dtype == ScalarType.Float64 ? double.MinValue : float.MinValue);
         var probs = torch.softmax(scores, -1).to(v.dtype);
         if (training && dropout > 0) probs = nn.functional.dropout(probs, dropout, true);
         return torch.matmul(probs, v);

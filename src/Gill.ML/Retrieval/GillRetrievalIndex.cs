@@ -216,7 +216,7 @@ public sealed class GillRetrievalIndex : IDisposable
             if (buffer is not null) chunk = buffer.narrow(0, 0, n).copy_(chunk);
             var s = torch.matmul(chunk, qt); // [n, Q]: one pass over the chunk (measured faster than [Q, n] for batched queries)
             var inChunk = excluded.Where(e => e >= start && e < start + n).Select(e => e - start).ToArray();
-            if (inChunk.Length > 0) s.index_fill_(0, torch.tensor(inChunk), float.NegativeInfinity);
+            if (inChunk.Length > 0) s.IndexFillInPlace(0, torch.tensor(inChunk), float.NegativeInfinity);
             int kc = (int)Math.Min(kk, n);
             var (valsT, idxT) = s.topk(kc, dim: 0);
             var vals = valsT.t();

@@ -48,9 +48,7 @@ public sealed class WorldPretrainerTests
         torch.set_num_threads(1);
         s_cache = Path.Combine(Path.GetTempPath(), "gill-world-pretrain-" + Guid.NewGuid().ToString("N"));
         var sw = Stopwatch.StartNew();
-        var options = Tiny(s_cache);
-        options.ConcurrentPhases = true;
-        s_first = WorldPretrainer.Run(options);
+        s_first = WorldPretrainer.Run(Tiny(s_cache));
         s_firstSeconds = sw.Elapsed.TotalSeconds;
     }
 
@@ -203,29 +201,20 @@ public sealed class WorldPretrainerTests
     }
 
     [TestMethod]
-    public void SequentialRunGivesTheSameCheckpointsAsTheConcurrentOne()
+    [TestCategory("Heavy")]
+    public void SameSeedGivesIdenticalCheckpoints()
     {
-        // The class's first run trained the language model beside the CLIP → classifier → generator chain.
-        Assert.IsTrue(s_first!.Report.ConcurrentPhases);
-        Assert.IsTrue(s_first.Report.Seconds.ContainsKey("backbones"), "the concurrent run did not record the wall time of its two branches");
-        var other = s_cache + "-sequential";
+        var other = s_cache + "-again";
         try
         {
-            var options = Tiny(other);
-            options.ConcurrentPhases = false;
-            var r = WorldPretrainer.Run(options);
-            Assert.IsFalse(r.Report.ConcurrentPhases);
-            Assert.IsFalse(r.Report.Seconds.ContainsKey("backbones"));
+            var r = WorldPretrainer.Run(Tiny(other));
             foreach (var dir in new[] { WorldPretrainer.LmDir, WorldPretrainer.ClipTextDir, WorldPretrainer.ImageEncoderDir, WorldPretrainer.GeneratorDir, WorldPretrainer.ClassifierDir })
-            {
+                {
                 var a = Files(Path.Combine(s_cache!, dir));
                 var b = Files(Path.Combine(other, dir));
-                Assert.IsTrue(a.Length > 0, $"{dir}: no files in the manifest");
-                Assert.AreEqual(string.Join("\n", a), string.Join("\n", b), $"{dir}: the sequential run's files differ from the concurrent run's (same seed)");
+                Assert.AreEqual(string.Join("\n", a), string.Join("\n", b), $"{dir}: files differ between two runs with the same seed");
             }
-            Assert.AreEqual(s_first.Report.Clip, r.Report.Clip);
-            Assert.AreEqual(s_first.Report.LanguageModel, r.Report.LanguageModel);
-            Assert.AreEqual(s_first.Report.Generator! with { MillisecondsPerImage = 0 }, r.Report.Generator! with { MillisecondsPerImage = 0 });
+            Assert.AreEqual(s_first!.Report.Clip, r.Report.Clip);
         }
         finally
         {
@@ -237,21 +226,56 @@ public sealed class WorldPretrainerTests
                 .Select(kv => kv.Key + "=" + kv.Value!.GetValue<string>()).Order(StringComparer.Ordinal)];
     }
 
-    [TestMethod]
-    public void AFailureInOneBranchStopsTheOtherAndSurfacesItself()
+    /// <summary>The CLI build beside this test build (same configuration), started as the language model's host.</summary>
+    internal static string CliDll()
     {
-        var other = s_cache + "-failing";
+        var testDir = AppContext.BaseDirectory;                       // tests/Gill.ML.Tests/bin/<cfg>/net10.0/
+        var tfm = new DirectoryInfo(testDir).Name;
+        var cfg = new DirectoryInfo(testDir).Parent!.Name;
+        var root = Path.GetFullPath(Path.Combine(testDir, "..", "..", "..", "..", ".."));
+        var dll = Path.Combine(root, "src", "Gill.ML.Cli", "bin", cfg, tfm, "gill.dll");
+        Assert.IsTrue(File.Exists(dll), $"The CLI build '{dll}' is missing (the test project builds it through its project reference).");
+        return dll;
+    }
+
+    [TestMethod]
+    public void LanguageModelTrainedInAChildProcessIsTheSameCheckpoint()
+    {
+        var other = s_cache + "-child";
         try
         {
-            CopyFolder(Path.Combine(s_cache!, WorldPretrainer.WorldDir), Path.Combine(other, WorldPretrainer.WorldDir));
             var options = Tiny(other);
-            options.ConcurrentPhases = true;
-            var seen = new List<string>();
-            var e = Assert.ThrowsExactly<InvalidOperationException>(() => WorldPretrainer.Run(options, new FailingProgress("lm", seen)));
-            StringAssert.Contains(e.Message, "sink failed at lm");
-            // The image branch was cancelled: it never reached the generator, and no half-written checkpoint is marked as good.
-            CollectionAssert.DoesNotContain(seen, "generator");
-            Assert.IsFalse(File.Exists(Path.Combine(other, WorldPretrainer.GeneratorDir, "gill-artefact.json")));
+            options.LanguageModelHost = WorldPretrainer.ChildProcessHost("dotnet", [CliDll(), "world", "pretrain"]);
+            var reports = new List<WorldPretrainProgress>();
+            var r = WorldPretrainer.Run(options, new CollectingProgress(reports));
+            CollectionAssert.AreEquivalent(new[] { "world", "lm", "clip", "classifier", "generator" }, r.TrainedPhases.ToArray());
+            CollectionAssert.AreEqual(new[] { "lm" }, r.Report.SeparateProcess);
+            Assert.IsTrue(reports.Any(p => p.Phase == "lm" && p.Step > 0), "no training step of the child process reached the progress sink");
+            Assert.IsTrue(r.Messages.Any(m => m.StartsWith("[lm] done", StringComparison.Ordinal)), string.Join("\n", r.Messages));
+            Assert.IsFalse(Directory.EnumerateFiles(other, ".lm-options-*").Any(), "the options file handed to the child was left behind");
+            foreach (var dir in new[] { WorldPretrainer.LmDir, WorldPretrainer.ClipTextDir, WorldPretrainer.GeneratorDir })
+                Assert.AreEqual(ManifestFiles(Path.Combine(s_cache!, dir)), ManifestFiles(Path.Combine(other, dir)), $"{dir}: the child-process run differs from the in-process run");
+            Assert.AreEqual(s_first!.Report.LanguageModel, r.Report.LanguageModel);
+        }
+        finally
+        {
+            if (Directory.Exists(other)) Directory.Delete(other, true);
+        }
+    }
+
+    [TestMethod]
+    public void AFailingChildProcessFailsTheRunWithItsMessage()
+    {
+        var other = s_cache + "-child-fails";
+        try
+        {
+            var options = Tiny(other);
+            // "world pretrain" without the dll: dotnet itself rejects the command line.
+            options.LanguageModelHost = WorldPretrainer.ChildProcessHost("dotnet", ["no-such-gill.dll", "world", "pretrain"]);
+            options.Phases = WorldPretrainPhases.World | WorldPretrainPhases.LanguageModel;
+            var e = Assert.ThrowsExactly<InvalidOperationException>(() => WorldPretrainer.Run(options));
+            StringAssert.Contains(e.Message, "separate training process failed");
+            StringAssert.Contains(e.Message, "exited with code");
             Assert.IsFalse(File.Exists(Path.Combine(other, WorldPretrainer.LmDir, "gill-artefact.json")));
         }
         finally
@@ -261,26 +285,36 @@ public sealed class WorldPretrainerTests
     }
 
     [TestMethod]
-    public void CancellingAConcurrentRunStopsBothBranches()
+    public void OptionsRoundTripThroughJsonWithTheSameCacheKeys()
     {
-        var other = s_cache + "-cancelled";
-        try
-        {
-            CopyFolder(Path.Combine(s_cache!, WorldPretrainer.WorldDir), Path.Combine(other, WorldPretrainer.WorldDir));
-            var options = Tiny(other);
-            options.ConcurrentPhases = true;
-            using var cts = new CancellationTokenSource();
-            var seen = new List<string>();
-            var sink = new CancellingProgress("clip", cts, seen);
-            Assert.ThrowsExactly<OperationCanceledException>(() => WorldPretrainer.Run(options, sink, cts.Token));
-            CollectionAssert.DoesNotContain(seen, "generator");
-            Assert.IsFalse(File.Exists(Path.Combine(other, WorldPretrainer.GeneratorDir, "gill-artefact.json")));
-        }
-        finally
-        {
-            if (Directory.Exists(other)) Directory.Delete(other, true);
-        }
+        var options = Tiny("/tmp/somewhere");
+        options.Phases = WorldPretrainPhases.LanguageModel;
+        var back = WorldPretrainOptions.FromJson(options.ToJson());
+        Assert.AreEqual(options.DefaultCacheDirectory(), back.DefaultCacheDirectory());
+        Assert.AreEqual(options.Key("lm", options.LanguageModel), back.Key("lm", back.LanguageModel));
+        Assert.AreEqual(options.Key("generator", options.Generator), back.Key("generator", back.Generator));
+        Assert.AreEqual(WorldPretrainPhases.LanguageModel, back.Phases);
+        Assert.AreEqual("/tmp/somewhere", back.CacheDirectory);
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => WorldPretrainOptions.FromJson("{ not json"));
+        StringAssert.Contains(e.Message, "not valid");
     }
+
+    [TestMethod]
+    public void ProgressLinesRoundTrip()
+    {
+        var p = new WorldPretrainProgress("lm", 3, 10, 1.5, null);
+        Assert.IsTrue(WorldPretrainer.TryParseProgressLine(WorldPretrainer.FormatProgressLine(p), out var back));
+        Assert.AreEqual(p, back);
+        var q = new WorldPretrainProgress("lm", 0, 0, double.NaN, "done in 1.0 s");
+        Assert.IsTrue(WorldPretrainer.TryParseProgressLine(WorldPretrainer.FormatProgressLine(q), out var qBack));
+        Assert.AreEqual(q.Message, qBack.Message);
+        Assert.IsTrue(double.IsNaN(qBack.Loss));
+        Assert.IsFalse(WorldPretrainer.TryParseProgressLine("some other output", out _));
+    }
+
+    private static string ManifestFiles(string folder) =>
+        string.Join("\n", System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "gill-artefact.json")))!["files"]!.AsObject()
+            .Select(kv => kv.Key + "=" + kv.Value!.GetValue<string>()).Order(StringComparer.Ordinal));
 
     [TestMethod]
     public void CanonicalLayoutFixesOnlyWhatTheCaptionLeavesOpen()
@@ -341,23 +375,11 @@ public sealed class WorldPretrainerTests
             File.Copy(f, Path.Combine(to, Path.GetRelativePath(from, f)));
     }
 
-    /// <summary>Throws on the first training step of <paramref name="phase"/>.</summary>
-    private sealed class FailingProgress(string phase, List<string> seen) : IProgress<WorldPretrainProgress>
+    private sealed class CollectingProgress(List<WorldPretrainProgress> reports) : IProgress<WorldPretrainProgress>
     {
         public void Report(WorldPretrainProgress value)
         {
-            if (value.Step > 0 && !seen.Contains(value.Phase)) seen.Add(value.Phase);
-            if (value.Phase == phase && value.Step > 0) throw new InvalidOperationException($"sink failed at {phase}");
-        }
-    }
-
-    /// <summary>Cancels on the first training step of <paramref name="phase"/>.</summary>
-    private sealed class CancellingProgress(string phase, CancellationTokenSource cts, List<string> seen) : IProgress<WorldPretrainProgress>
-    {
-        public void Report(WorldPretrainProgress value)
-        {
-            if (value.Step > 0 && !seen.Contains(value.Phase)) seen.Add(value.Phase);
-            if (value.Phase == phase && value.Step > 0) cts.Cancel();
+            lock (reports) reports.Add(value);
         }
     }
 

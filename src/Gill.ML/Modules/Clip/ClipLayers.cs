@@ -61,7 +61,7 @@ internal sealed class ClipAttention : nn.Module
         var v = vProj.forward(x).view(b, t, _heads, _headDim).transpose(1, 2);
         var scores = torch.matmul(q, k.transpose(-1, -2));
         if (masked is not null)
-            scores = scores.masked_fill(masked, MinValue(scores.dtype));
+            scores = scores.MaskedFill(masked, MinValue(scores.dtype));
         var probs = torch.softmax(scores, -1, ScalarType.Float32).to(v.dtype);
         var ctx = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, _heads * _headDim);
         return outProj.forward(ctx).MoveToOuterDisposeScope();

@@ -114,7 +114,7 @@ public sealed class GillCoreModel : IDisposable
             var bad = ids.masked_select(valid.logical_not())[0].item<long>();
             throw new ArgumentException($"Token id {bad} is neither in the language model's vocabulary (0..{FrozenVocabSize - 1}) nor an [IMG] id.");
         }
-        var frozen = LanguageModel.EmbedTokens(ids.masked_fill(isImg, PadTokenId));
+        var frozen = LanguageModel.EmbedTokens(ids.MaskedFill(isImg, (long)PadTokenId));
         var img = Heads.ImgTokenEmbeddings.to(frozen.dtype).index_select(0, row.flatten())
             .view(ids.shape[0], ids.shape[1], -1);
         return torch.where(isImg.unsqueeze(-1), img, frozen).MoveToOuterDisposeScope();

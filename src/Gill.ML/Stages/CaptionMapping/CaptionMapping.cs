@@ -1,3 +1,4 @@
+using Gill.ML.Modules;
 using System.Text.Json.Serialization;
 using Gill.ML.Decoding;
 using Gill.ML.MLNet;
@@ -243,7 +244,7 @@ public sealed class CaptioningTransformer : GillStageTransformerBase
             MaxNewTokens = MaxNewTokens,
             StopTokenIds = new[] { (long)backbone.EosTokenId },
             PadTokenId = backbone.PadTokenId,
-            LogitsProcessor = (_, logits) => logits.masked_fill(AllowedTokens(logits.shape[^1], logits.device).logical_not(), float.NegativeInfinity),
+            LogitsProcessor = (_, logits) => logits.MaskedFill(AllowedTokens(logits.shape[^1], logits.device).logical_not(), float.NegativeInfinity),
         });
         var rows = generated.cpu().to(ScalarType.Int64);
         var result = new string[b];

@@ -88,6 +88,35 @@ public sealed record WorldGeneratorOptions
     public int EvaluationCaptions { get; init; } = 500;
 }
 
+/// <summary>The phases of <see cref="WorldPretrainer.Run"/>.</summary>
+[Flags]
+[JsonConverter(typeof(JsonStringEnumConverter<WorldPretrainPhases>))]
+public enum WorldPretrainPhases
+{
+    /// <summary>Nothing.</summary>
+    None = 0,
+    /// <summary>Generate the world.</summary>
+    World = 1,
+    /// <summary>The OPT language model.</summary>
+    LanguageModel = 2,
+    /// <summary>The CLIP text tower and CNN image tower.</summary>
+    Clip = 4,
+    /// <summary>The attribute classifier.</summary>
+    Classifier = 8,
+    /// <summary>The text-to-image decoder (needs the CLIP text tower and the classifier).</summary>
+    Generator = 16,
+    /// <summary>Every phase.</summary>
+    All = World | LanguageModel | Clip | Classifier | Generator,
+}
+
+/// <summary>
+/// Trains the language-model phase in another process while the calling process trains the image-side phases. Called
+/// with the options (their <see cref="WorldPretrainOptions.CacheDirectory"/> resolved), a sink for the phase's progress,
+/// and the run's cancellation; the returned task completes when the other process has left a checkpoint in the cache
+/// (it is verified by its SHA-256 manifest afterwards). <see cref="WorldPretrainer.ChildProcessHost"/> builds one.
+/// </summary>
+public delegate Task WorldLanguageModelHost(WorldPretrainOptions options, IProgress<WorldPretrainProgress>? progress, CancellationToken cancellationToken);
+
 /// <summary>Options of <see cref="WorldPretrainer.Run"/>.</summary>
 public sealed class WorldPretrainOptions
 {
@@ -128,13 +157,19 @@ public sealed class WorldPretrainOptions
     /// </summary>
     public int Threads { get; set; } = 1;
 
+    /// <summary>The phases to run (default: all). A phase whose inputs are missing from the cache fails with a message naming them.</summary>
+    public WorldPretrainPhases Phases { get; set; } = WorldPretrainPhases.All;
+
     /// <summary>
-    /// Trains the language model on a second thread while the CLIP towers, the attribute classifier and the generator
-    /// train in turn on the calling thread (each with <see cref="Threads"/> torch threads). The checkpoints are the
-    /// same either way; on a machine with two or more cores the backbones are ready sooner. Default: on when the
-    /// machine has at least two logical processors.
+    /// Where the language model trains when it is not cached. Null (default): in this process, before the other phases.
+    /// Set: in another process, started as soon as the world is ready and running alongside the CLIP → classifier →
+    /// generator chain; on a machine with two or more cores the backbones are ready several minutes sooner, with the
+    /// same checkpoint. (Another thread of this process would not do: TorchSharp passes scalar arguments to kernels as
+    /// finalizable temporaries, and a collection triggered by one thread can free a scalar that a kernel of the other
+    /// thread has not read yet.) Not part of the cache key, and not serialised.
     /// </summary>
-    public bool ConcurrentPhases { get; set; } = Environment.ProcessorCount >= 2;
+    [JsonIgnore]
+    public WorldLanguageModelHost? LanguageModelHost { get; set; }
 
     /// <summary>
     /// A faster, smaller preset: 4,000 training images, a quarter of the steps and no generator retry (figures are
@@ -150,6 +185,24 @@ public sealed class WorldPretrainOptions
     };
 
     internal int Scaled(int steps) => Math.Max(1, (int)Math.Round(steps * StepsScale));
+
+    /// <summary>These options as JSON (everything but <see cref="LanguageModelHost"/>); <see cref="FromJson"/> reads them back.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, ShapesWorldOptions.Json);
+
+    /// <summary>Reads options written by <see cref="ToJson"/>.</summary>
+    /// <exception cref="InvalidDataException">The text is not valid options JSON.</exception>
+    public static WorldPretrainOptions FromJson(string json)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<WorldPretrainOptions>(json, ShapesWorldOptions.Json)
+                   ?? throw new InvalidDataException("The world pretraining options JSON is empty.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"The world pretraining options JSON is not valid: {e.Message}", e);
+        }
+    }
 
     /// <summary>Checks every option.</summary>
     /// <exception cref="ArgumentException">An option is invalid; the message names it.</exception>

@@ -70,9 +70,8 @@ public sealed class WorldPretrainReport
     [JsonPropertyName("train_seconds")] public Dictionary<string, double> TrainSeconds { get; init; } = [];
     /// <summary>Whether each phase came from the cache.</summary>
     [JsonPropertyName("cached")] public Dictionary<string, bool> Cached { get; init; } = [];
-    /// <summary>Whether the language model trained beside the CLIP → classifier → generator chain (then
-    /// <see cref="Seconds"/> has a "backbones" entry: the wall time of both branches together).</summary>
-    [JsonPropertyName("concurrent_phases")] public bool ConcurrentPhases { get; set; }
+    /// <summary>Phases trained in another process (<see cref="WorldPretrainOptions.LanguageModelHost"/>), whose seconds overlap the others'.</summary>
+    [JsonPropertyName("separate_process")] public List<string> SeparateProcess { get; init; } = [];
     /// <summary>Language-model figures.</summary>
     [JsonPropertyName("language_model")] public WorldLmMetrics? LanguageModel { get; set; }
     /// <summary>Contrastive figures.</summary>
@@ -141,13 +140,100 @@ public static class WorldPretrainer
         if (options.Threads > 0) torch.set_num_threads(options.Threads);
         try
         {
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            return new Session(options, root, progress, linked).Execute();
+            return new Session(options, root, progress, cancellationToken).Execute();
         }
         finally
         {
             if (options.Threads > 0) torch.set_num_threads(previousThreads);
         }
+    }
+
+    /// <summary>Marks the progress lines of a child process (<see cref="ChildProcessHost"/>, <see cref="FormatProgressLine"/>).</summary>
+    public const string ProgressLinePrefix = "gill-world-progress ";
+
+    private static readonly JsonSerializerOptions ProgressJson = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
+    /// <summary>One progress report as a line for a parent process to read (<see cref="TryParseProgressLine"/>).</summary>
+    public static string FormatProgressLine(WorldPretrainProgress progress) => ProgressLinePrefix + JsonSerializer.Serialize(progress, ProgressJson);
+
+    /// <summary>Reads a line written by <see cref="FormatProgressLine"/>; false for any other line.</summary>
+    public static bool TryParseProgressLine(string line, out WorldPretrainProgress progress)
+    {
+        progress = default;
+        if (line is null || !line.StartsWith(ProgressLinePrefix, StringComparison.Ordinal)) return false;
+        try
+        {
+            progress = JsonSerializer.Deserialize<WorldPretrainProgress>(line.AsSpan(ProgressLinePrefix.Length), ProgressJson);
+            return progress.Phase is not null;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// A <see cref="WorldPretrainOptions.LanguageModelHost"/> that trains the language model in a child process:
+    /// <paramref name="fileName"/> with <paramref name="arguments"/>, followed by <c>--options-file PATH --progress-json</c>.
+    /// The child must read the options from PATH (<see cref="WorldPretrainOptions.FromJson"/>), run <see cref="Run"/> on
+    /// them and print each report with <see cref="FormatProgressLine"/>; <c>gill world pretrain</c> does. Cancelling
+    /// the run kills the child; a non-zero exit code fails the run with the child's last error lines.
+    /// </summary>
+    /// <param name="fileName">The executable (for example <c>gill</c>, or <c>dotnet</c> with the CLI's dll as the first argument).</param>
+    /// <param name="arguments">Arguments before the options (for example <c>world pretrain</c>).</param>
+    public static WorldLanguageModelHost ChildProcessHost(string fileName, IReadOnlyList<string> arguments)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(fileName);
+        ArgumentNullException.ThrowIfNull(arguments);
+        var leading = arguments.ToArray();
+        return async (options, progress, cancellationToken) =>
+        {
+            var folder = options.CacheDirectory ?? throw new ArgumentException("The options passed to a language-model host name their cache folder.", nameof(options));
+            var optionsPath = Path.Combine(folder, $".lm-options-{Guid.NewGuid():N}.json");
+            AtomicFile.WriteAllText(optionsPath, options.ToJson());
+            try
+            {
+                var start = new ProcessStartInfo(fileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+                foreach (var a in leading) start.ArgumentList.Add(a);
+                foreach (var a in new[] { "--options-file", optionsPath, "--progress-json" }) start.ArgumentList.Add(a);
+                string commandLine = fileName + " " + string.Join(' ', start.ArgumentList);
+                using var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start '{commandLine}'.");
+                var errors = new Queue<string>();
+                process.ErrorDataReceived += (_, e) =>
+                {
+                    if (e.Data is null) return;
+                    lock (errors)
+                    {
+                        errors.Enqueue(e.Data);
+                        if (errors.Count > 20) errors.Dequeue();
+                    }
+                };
+                process.BeginErrorReadLine();
+                try
+                {
+                    while (await process.StandardOutput.ReadLineAsync(cancellationToken).ConfigureAwait(false) is { } line)
+                        if (TryParseProgressLine(line, out var p)) progress?.Report(p);
+                    await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    try { process.Kill(entireProcessTree: true); }
+                    catch (InvalidOperationException) { }   // already gone
+                    await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+                    throw;
+                }
+                if (process.ExitCode != 0)
+                {
+                    string tail;
+                    lock (errors) tail = string.Join(Environment.NewLine, errors);
+                    throw new InvalidOperationException($"'{commandLine}' exited with code {process.ExitCode}.{(tail.Length > 0 ? Environment.NewLine + tail : "")}");
+                }
+            }
+            finally
+            {
+                File.Delete(optionsPath);
+            }
+        };
     }
 
     private static void EnsureWritable(string root)
@@ -165,13 +251,12 @@ public static class WorldPretrainer
         }
     }
 
-    private sealed class Session(WorldPretrainOptions o, string root, IProgress<WorldPretrainProgress>? progress, CancellationTokenSource cts)
+    private sealed class Session(WorldPretrainOptions o, string root, IProgress<WorldPretrainProgress>? progress, CancellationToken ct)
     {
-        private readonly CancellationToken ct = cts.Token;
         private readonly List<string> _trained = [];
         private readonly List<string> _messages = [];
         private readonly WorldPretrainReport _report = new() { Seed = o.Seed, CacheDirectory = root, Threads = torch.get_num_threads() };
-        // The two branches share the report, the logs and the caller's progress sink; reports reach the sink one at a time.
+        // A language-model host reports from another thread: reports and log lines reach the caller one at a time.
         private readonly Lock _sync = new();
 
         private void Report(WorldPretrainProgress p)
@@ -189,6 +274,12 @@ public static class WorldPretrainer
             }
         }
 
+        private void FromHost(WorldPretrainProgress p)
+        {
+            if (p.Message is not null) Log(p.Phase, p.Message + " (separate process)");
+            else Report(p);
+        }
+
         private IProgress<(int Step, int Total, double Loss)> StepProgress(string phase) =>
             new SyncProgress<(int Step, int Total, double Loss)>(p => Report(new WorldPretrainProgress(phase, p.Step, p.Total, p.Loss)));
 
@@ -197,37 +288,72 @@ public static class WorldPretrainer
         public WorldPretrainResult Execute()
         {
             _report.LoadAverage.Add(LoadAverage());
-            var world = Phase("world", EnsureWorld);
+            bool Runs(WorldPretrainPhases phase) => (o.Phases & phase) != 0;
+            var world = Runs(WorldPretrainPhases.World) ? Phase("world", EnsureWorld) : ExistingWorld();
+            string lmKey = o.Key("lm", o.LanguageModel);
+            void LanguageModel() => Cached("lm", [P(LmDir)], lmKey, () => TrainLm(world), m => _report.LanguageModel = m.Deserialize<WorldLmMetrics>(ArtefactManifest.Json));
 
-            // The language model needs only the world; the image side is a chain (the generator reads the CLIP text
-            // tower, and is scored with the classifier). The two branches share no tensors and draw from the default
-            // generator only under GlobalRandom.Gate, so running them side by side gives the same checkpoints.
-            void LanguageBranch()
+            // The language model needs only the world: with a host, another process trains it beside the image side.
+            using var hostCancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            Task? hosted = null;
+            var hostWatch = Stopwatch.StartNew();
+            if (Runs(WorldPretrainPhases.LanguageModel) && o.LanguageModelHost is { } host && ArtefactManifest.Check(P(LmDir), lmKey, out _) is null)
             {
-                string lmKey = o.Key("lm", o.LanguageModel);
-                Cached("lm", [P(LmDir)], lmKey, () => TrainLm(world), m => _report.LanguageModel = m.Deserialize<WorldLmMetrics>(ArtefactManifest.Json));
+                Log("lm", "training in a separate process beside the other phases");
+                var hostOptions = WorldPretrainOptions.FromJson(o.ToJson());
+                hostOptions.CacheDirectory = root;
+                hostOptions.Phases = WorldPretrainPhases.LanguageModel;
+                hostOptions.LanguageModelHost = null;
+                hosted = Task.Run(() => host(hostOptions, new SyncProgress<WorldPretrainProgress>(FromHost), hostCancel.Token));
             }
-            void ImageBranch()
+            else if (Runs(WorldPretrainPhases.LanguageModel)) LanguageModel();
+
+            try
             {
-                string clipKey = o.Key("clip", o.Clip);
-                Cached("clip", [P(ClipTextDir), P(ImageEncoderDir)], clipKey, () => TrainClip(world), m => _report.Clip = m.Deserialize<WorldClipMetrics>(ArtefactManifest.Json));
-                string classifierKey = o.Key("classifier", new { o.ClassifierTrainImages, o.ClassifierEpochs });
-                Cached("classifier", [P(ClassifierDir)], classifierKey, TrainClassifier, m => _report.Classifier = m.Deserialize<ShapesAttributeMetrics>(ArtefactManifest.Json));
-                string generatorKey = o.Key("generator", o.Generator, ArtefactManifest.ManifestHash(P(ClipTextDir)), ArtefactManifest.ManifestHash(P(ClassifierDir)));
-                Cached("generator", [P(GeneratorDir)], generatorKey, () => TrainGenerator(world), m => _report.Generator = m.Deserialize<WorldGeneratorMetrics>(ArtefactManifest.Json));
+                if (Runs(WorldPretrainPhases.Clip))
+                {
+                    string clipKey = o.Key("clip", o.Clip);
+                    Cached("clip", [P(ClipTextDir), P(ImageEncoderDir)], clipKey, () => TrainClip(world), m => _report.Clip = m.Deserialize<WorldClipMetrics>(ArtefactManifest.Json));
+                }
+                if (Runs(WorldPretrainPhases.Classifier))
+                {
+                    string classifierKey = o.Key("classifier", new { o.ClassifierTrainImages, o.ClassifierEpochs });
+                    Cached("classifier", [P(ClassifierDir)], classifierKey, TrainClassifier, m => _report.Classifier = m.Deserialize<ShapesAttributeMetrics>(ArtefactManifest.Json));
+                }
+                if (Runs(WorldPretrainPhases.Generator))
+                {
+                    foreach (var (dir, phase) in new[] { (ClipTextDir, "clip"), (ClassifierDir, "classifier") })
+                        if (!File.Exists(Path.Combine(P(dir), ArtefactManifest.FileName)))
+                            throw new InvalidOperationException($"The generator phase needs the {phase} phase's checkpoint in '{P(dir)}'; run that phase first.");
+                    string generatorKey = o.Key("generator", o.Generator, ArtefactManifest.ManifestHash(P(ClipTextDir)), ArtefactManifest.ManifestHash(P(ClassifierDir)));
+                    Cached("generator", [P(GeneratorDir)], generatorKey, () => TrainGenerator(world), m => _report.Generator = m.Deserialize<WorldGeneratorMetrics>(ArtefactManifest.Json));
+                }
             }
-            if (o.ConcurrentPhases)
+            catch
             {
-                var sw = Stopwatch.StartNew();
-                RunSideBySide(LanguageBranch, ImageBranch);
-                _report.Seconds["backbones"] = Math.Round(sw.Elapsed.TotalSeconds, 2);
+                // Stop the other process too; its own error, if any, is secondary to this one.
+                hostCancel.Cancel();
+                try { hosted?.Wait(); }
+                catch (AggregateException) { }
+                throw;
             }
-            else
+            if (hosted is not null)
             {
-                LanguageBranch();
-                ImageBranch();
+                try { hosted.GetAwaiter().GetResult(); }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    throw new InvalidOperationException($"The language model's separate training process failed: {e.Message}", e);
+                }
+                double seconds = Math.Round(hostWatch.Elapsed.TotalSeconds, 2);
+                if (ArtefactManifest.Check(P(LmDir), lmKey, out var reason) is null)
+                    throw new InvalidDataException($"The language model's separate training process left no valid checkpoint in '{P(LmDir)}' ({reason}).");
+                LanguageModel();   // verifies the checkpoint and reads its figures
+                Log("lm", $"done in {seconds:F1} s (separate process)");
+                _trained.Add("lm");
+                _report.Cached["lm"] = false;
+                _report.Seconds["lm"] = seconds;
+                _report.SeparateProcess.Add("lm");
             }
-            _report.ConcurrentPhases = o.ConcurrentPhases;
             _report.LoadAverage.Add(LoadAverage());
             var reportPath = P(ReportFile);
             AtomicFile.WriteAllText(reportPath, JsonSerializer.Serialize(_report, ReportJson));
@@ -240,31 +366,6 @@ public static class WorldPretrainer
         }
 
         private string ClassifierFile => Path.Combine(P(ClassifierDir), "classifier.safetensors");
-
-        /// <summary>
-        /// Runs <paramref name="second"/> on a thread of its own (with this thread's torch thread count: the CPU
-        /// backend's setting is per native thread) and <paramref name="first"/> here. A failure in either cancels the
-        /// other; the first real error is rethrown (a cancellation only when nothing else failed).
-        /// </summary>
-        private void RunSideBySide(Action second, Action first)
-        {
-            int threads = torch.get_num_threads();
-            Exception? secondError = null;
-            var thread = new Thread(() =>
-            {
-                torch.set_num_threads(threads);
-                try { second(); }
-                catch (Exception e) { secondError = e; cts.Cancel(); }
-            }) { IsBackground = true, Name = "gill-world-pretrain" };
-            thread.Start();
-            Exception? firstError = null;
-            try { first(); }
-            catch (Exception e) { firstError = e; cts.Cancel(); }
-            thread.Join();
-            var errors = new[] { firstError, secondError }.Where(e => e is not null).ToList();
-            var chosen = errors.FirstOrDefault(e => e is not OperationCanceledException) ?? errors.FirstOrDefault();
-            if (chosen is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(chosen).Throw();
-        }
 
         private T Phase<T>(string name, Func<T> body)
         {
@@ -289,13 +390,10 @@ public static class WorldPretrainer
             if (problem is null && first is not null)
             {
                 Log(phase, $"cached checkpoint verified (SHA-256) in '{folders[0]}'");
-                lock (_sync)
-                {
-                    _report.Cached[phase] = true;
-                    _report.Seconds[phase] = Math.Round(sw.Elapsed.TotalSeconds, 2);
-                    _report.TrainSeconds[phase] = first["train_seconds"]?.GetValue<double>() ?? double.NaN;
-                    if (first["metrics"] is JsonNode metrics) useMetrics(metrics);
-                }
+                _report.Cached[phase] = true;
+                _report.Seconds[phase] = Math.Round(sw.Elapsed.TotalSeconds, 2);
+                _report.TrainSeconds[phase] = first["train_seconds"]?.GetValue<double>() ?? double.NaN;
+                if (first["metrics"] is JsonNode metrics) useMetrics(metrics);
                 return;
             }
             bool existed = folders.Any(Directory.Exists);
@@ -304,14 +402,11 @@ public static class WorldPretrainer
             var metricsNode = train();
             double seconds = Math.Round(sw.Elapsed.TotalSeconds, 2);
             foreach (var f in folders) ArtefactManifest.Write(f, key, metricsNode, seconds);
-            lock (_sync)
-            {
-                _trained.Add(phase);
-                _report.Cached[phase] = false;
-                _report.Seconds[phase] = seconds;
-                _report.TrainSeconds[phase] = seconds;
-                if (metricsNode is not null) useMetrics(metricsNode);
-            }
+            _trained.Add(phase);
+            _report.Cached[phase] = false;
+            _report.Seconds[phase] = seconds;
+            _report.TrainSeconds[phase] = seconds;
+            if (metricsNode is not null) useMetrics(metricsNode);
             Log(phase, $"done in {seconds:F1} s");
         }
 
@@ -349,6 +444,17 @@ public static class WorldPretrainer
             var world = ShapesWorldDataset.Load(folder);
             if (world.Images(ShapesSplit.Train).Count == 0)
                 throw new InvalidDataException($"The world in '{folder}' has no training images; pretraining needs captioned training images.");
+            return world;
+        }
+
+        private ShapesWorldDataset ExistingWorld()
+        {
+            var folder = P(WorldDir);
+            if (!File.Exists(Path.Combine(folder, ShapesWorld.ManifestFileName)))
+                throw new InvalidOperationException($"The phases {o.Phases} need the world in '{folder}', which is not there; include WorldPretrainPhases.World.");
+            var world = ShapesWorldDataset.Load(folder);
+            if (world.Manifest.OptionsHash != o.WorldWithSeed().Hash())
+                throw new InvalidOperationException($"The world in '{folder}' was generated with other options; include WorldPretrainPhases.World to regenerate it.");
             return world;
         }
 
