@@ -1,3 +1,4 @@
+using Gill.ML.Stages.VisualFeatures;
 using System.Diagnostics;
 using System.Text.Json;
 using Gill.ML.Generation;
@@ -204,7 +205,12 @@ public static class DemoRunner
                 });
 
                 // 4. Figures.
-                var figures = Phase("evaluation", () => Evaluate(ml, model, gill, classifier, generator, embedder, test, stories));
+                // The generation figures use single-object captions: the generator draws one object, the classifier reads one.
+                var singles = dataset.Images(ShapesSplit.Test).Where(x => x.Scene.Objects.Count == 1).Take(o.EvaluationImages).ToList();
+                var figures = Phase("evaluation", () => Evaluate(ml, model, gill, classifier, generator, embedder, test, singles, stories));
+                IReadOnlyList<DemoFigure> encoders = o.CompareResNet18Steps > 0
+                    ? Phase("encoders", () => CompareVisualEncoders(world, encoder, cond, train, test, Path.Combine(outDir, "work", "generation-targets")))
+                    : [];
                 var all = new DemoFigures
                 {
                     RetrievalRecallAt1 = figures.R1, RetrievalRecallAt5 = figures.R5,
@@ -215,6 +221,7 @@ public static class DemoRunner
                     LossCurve = _losses.ToArray(),
                     LossComponents = _components.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<double>)kv.Value.ToArray()),
                     MapperDistillationCurve = _distillation.ToArray(),
+                    VisualEncoders = encoders,
                     Seconds = _seconds,
                     PretrainingCached = world.TrainedPhases.Count == 0,
                     PretrainingSeconds = new Dictionary<string, double>(world.Report.Seconds),
@@ -240,6 +247,48 @@ public static class DemoRunner
             }
         }
 
+        /// <summary>
+        /// GILL on the world image tower vs on ImageNet ResNet-18 features: the same short joint schedule (no distillation)
+        /// on the same captions, each on a backbone of its own, scored by text→image Recall@1/@5 on the test captions.
+        /// </summary>
+        private IReadOnlyList<DemoFigure> CompareVisualEncoders(WorldPretrainResult world, WorldVisualEncoder worldEncoder, ConditioningShape cond,
+            IReadOnlyList<ShapesImageExample> train, List<ShapesImageExample> test, string targetsCache)
+        {
+            var settings = WorldGillSettings.From(o) with { Steps = o.CompareResNet18Steps, MapperDistillationEpochs = 0 };
+            int n = test.Count;
+            (double R1, double R5) Score(IVisualEncoder encoder, string label)
+            {
+                var ml = new MLContext(seed: o.Seed);
+                using var backbone = GillLanguageBackbone.Load(world.LanguageModelFolder, world.LanguageModelFolder, o.ImageTokens);
+                var chain = WorldGillTraining.Train(ml, backbone, encoder, cond, world.ClipTextFolder, train, settings, targetsCache,
+                    new SyncProgress<GillTrainingProgress>(p => progress?.Report(new DemoProgress("encoders", (int)p.Step, settings.Steps, p.Losses.Total, label))), ct);
+                try
+                {
+                    var scored = chain.Transform(Frame(test.Select(x => x.ImagePath), test.Select(x => x.Caption)));
+                    var texts = scored.GetColumn<VBuffer<float>>(GillColumnNames.TextRetrievalEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
+                    var images = scored.GetColumn<VBuffer<float>>(GillColumnNames.ImageRetrievalEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
+                    var recall = ml.Gill().Evaluation.RecallAtK(texts, images, Enumerable.Range(0, n).ToArray(), RetrievalDirection.TextToImage,
+                        new RecallAtKOptions { Ks = [1, 5], BootstrapResamples = 0, Seed = o.Seed });
+                    return (recall.Recall[1], recall.Recall[5]);
+                }
+                finally
+                {
+                    foreach (var t in chain) (t as IDisposable)?.Dispose();
+                }
+            }
+            var own = Score(worldEncoder, "world image tower");
+            using var resnet = OnnxVisualEncoder.ResNet18();
+            var imagenet = Score(resnet, "ResNet-18 (ImageNet)");
+            string note = $"GILL trained for {settings.Steps} joint steps of {settings.BatchSize} captions (no distillation) on each visual feature stage: " +
+                "the real ImageNet ResNet-18 (Microsoft.ML.DnnImageFeaturizer.ResNet18, 512 features) against the world's contrastively trained image tower (the baseline); " +
+                $"text→image retrieval over the {n} test images.";
+            return
+            [
+                new DemoFigure($"text→image Recall@1, ResNet-18 ImageNet features ({settings.Steps} steps)", imagenet.R1, "world image tower, same schedule", own.R1, n, note),
+                new DemoFigure($"text→image Recall@5, ResNet-18 ImageNet features ({settings.Steps} steps)", imagenet.R5, "world image tower, same schedule", own.R5, n, note),
+            ];
+        }
+
         private Sample RunSample(GillModel gill, string kind, IReadOnlyList<(string Text, string? ImagePath)> inputs, string truth, IReadOnlyDictionary<string, string> idToPath)
         {
             ct.ThrowIfCancellationRequested();
@@ -260,13 +309,12 @@ public static class DemoRunner
         private sealed record Figures(DemoFigure R1, DemoFigure R5, DemoFigure Color, DemoFigure Shape, DemoFigure Both, DemoFigure Story);
 
         private Figures Evaluate(MLContext ml, TransformerChain<GillTransformer> model, GillModel gill, ShapesAttributeClassifier classifier,
-            WorldImageGenerator generator, IImageEmbedder embedder, List<ShapesImageExample> test, List<ShapesStory> stories)
+            WorldImageGenerator generator, IImageEmbedder embedder, List<ShapesImageExample> test, List<ShapesImageExample> singles, List<ShapesStory> stories)
         {
             int n = test.Count;
             var scored = model.Transform(Frame(test.Select(x => x.ImagePath), test.Select(x => x.Caption)));
             var texts = scored.GetColumn<VBuffer<float>>(GillColumnNames.TextRetrievalEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
             var images = scored.GetColumn<VBuffer<float>>(GillColumnNames.ImageRetrievalEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
-            var gen = scored.GetColumn<VBuffer<float>>(GillColumnNames.GenerationEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
             var recall = ml.Gill().Evaluation.RecallAtK(texts, images, Enumerable.Range(0, n).ToArray(), RetrievalDirection.TextToImage,
                 new RecallAtKOptions { Ks = [1, 5], BootstrapResamples = 200, Seed = o.Seed });
             int k5 = Math.Min(5, n);
@@ -275,21 +323,25 @@ public static class DemoRunner
             var r5 = new DemoFigure("GILL text→image Recall@5", recall.Recall[5], "chance (5/N)", (double)k5 / n, n, "As Recall@1, with the caption's image among the top 5.");
             ct.ThrowIfCancellationRequested();
 
-            var expected = test.Select(x => x.Scene.Objects[0]).ToList();
+            int m = singles.Count;
+            if (m == 0) throw new InvalidOperationException("The world has no single-object test images to score generated images on.");
+            var gen = model.Transform(Frame(singles.Select(x => x.ImagePath), singles.Select(x => x.Caption)))
+                .GetColumn<VBuffer<float>>(GillColumnNames.GenerationEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
+            var expected = singles.Select(x => x.Scene.Objects[0]).ToList();
             var cond = generator.ConditioningShape;
             ShapesAttributeMetrics gillAttr, textAttr;
             using (var scope = torch.NewDisposeScope())
             {
-                var flat = torch.tensor(gen.SelectMany(v => v).ToArray(), new long[] { n, cond.SequenceLength, cond.EmbeddingDim });
+                var flat = torch.tensor(gen.SelectMany(v => v).ToArray(), new long[] { m, cond.SequenceLength, cond.EmbeddingDim });
                 using var fromGill = generator.Generate(flat, null, null, ct);
                 gillAttr = classifier.Evaluate(expected, Resize(fromGill.Images, classifier.ImageSize));
-                using var fromText = generator.GenerateFromText(test.Select(x => x.Caption).ToList(), ct);
+                using var fromText = generator.GenerateFromText(singles.Select(x => x.Caption).ToList(), ct);
                 textAttr = classifier.Evaluate(expected, Resize(fromText.Images, classifier.ImageSize));
             }
-            const string attrNote = "Test captions drawn by the world generator; a classifier trained on rendered scenes reads the first object's {0}. GILL: caption → LM [IMG] states → GILLMapper → generator. Baseline: the generator's own text tower on the caption.";
-            var color = new DemoFigure("GILL-generated colour accuracy", gillAttr.ColorAccuracy, "generator fed the caption", textAttr.ColorAccuracy, n, string.Format(System.Globalization.CultureInfo.InvariantCulture, attrNote, "colour"));
-            var shape = new DemoFigure("GILL-generated shape accuracy", gillAttr.ShapeAccuracy, "generator fed the caption", textAttr.ShapeAccuracy, n, string.Format(System.Globalization.CultureInfo.InvariantCulture, attrNote, "shape"));
-            var both = new DemoFigure("GILL-generated colour+shape accuracy", gillAttr.ColorAndShapeAccuracy, "generator fed the caption", textAttr.ColorAndShapeAccuracy, n, string.Format(System.Globalization.CultureInfo.InvariantCulture, attrNote, "colour and shape"));
+            const string attrNote = "Single-object test captions drawn by the world generator (trained on single objects); a classifier trained on rendered scenes reads the object's {0}. GILL: caption → LM [IMG] states → GILLMapper → generator. Baseline: the generator's own text tower on the caption.";
+            var color = new DemoFigure("GILL-generated colour accuracy", gillAttr.ColorAccuracy, "generator fed the caption", textAttr.ColorAccuracy, m, string.Format(System.Globalization.CultureInfo.InvariantCulture, attrNote, "colour"));
+            var shape = new DemoFigure("GILL-generated shape accuracy", gillAttr.ShapeAccuracy, "generator fed the caption", textAttr.ShapeAccuracy, m, string.Format(System.Globalization.CultureInfo.InvariantCulture, attrNote, "shape"));
+            var both = new DemoFigure("GILL-generated colour+shape accuracy", gillAttr.ColorAndShapeAccuracy, "generator fed the caption", textAttr.ColorAndShapeAccuracy, m, string.Format(System.Globalization.CultureInfo.InvariantCulture, attrNote, "colour and shape"));
 
             var evalStories = stories.Take(o.EvaluationStories).ToList();
             var full = new List<Tensor>();

@@ -2,6 +2,7 @@ using Gill.ML.Generation;
 using Gill.ML.Inference;
 using Gill.ML.Stages;
 using Gill.ML.Stages.Joint;
+using Gill.ML.Stages.VisualFeatures;
 using Gill.ML.Training;
 using Gill.ML.World;
 using Gill.ML.WorldModels;
@@ -48,7 +49,7 @@ internal static class WorldGillTraining
     public const double ForcedImageScaleFactor = 1e4;
 
     /// <summary>GILL's architecture for the world backbones: mapper width = LM width, one encoder and one decoder layer.</summary>
-    public static GillConfig Architecture(GillLanguageBackbone backbone, WorldVisualEncoder encoder, ConditioningShape cond, WorldGillSettings s)
+    public static GillConfig Architecture(GillLanguageBackbone backbone, IVisualEncoder encoder, ConditioningShape cond, WorldGillSettings s)
     {
         int hidden = backbone.EmbeddingSize;
         int heads = hidden % 4 == 0 ? 4 : hidden % 2 == 0 ? 2 : 1;
@@ -65,7 +66,7 @@ internal static class WorldGillTraining
     /// Fits the pipeline on <paramref name="trainRows"/> (the first Steps × BatchSize rows at most). The caller owns
     /// the returned chain (dispose its transformers). <paramref name="targetsCache"/> caches the generation targets.
     /// </summary>
-    public static TransformerChain<GillTransformer> Train(MLContext ml, GillLanguageBackbone backbone, WorldVisualEncoder encoder, ConditioningShape cond,
+    public static TransformerChain<GillTransformer> Train(MLContext ml, GillLanguageBackbone backbone, IVisualEncoder encoder, ConditioningShape cond,
         string clipTextFolder, IReadOnlyList<ShapesImageExample> trainRows, WorldGillSettings s, string? targetsCache,
         IProgress<GillTrainingProgress>? progress, CancellationToken ct)
     {
@@ -86,7 +87,7 @@ internal static class WorldGillTraining
     public sealed record Prepared(ITransformer Prefix, IDataView Data, int Rows);
 
     /// <summary>Fits and runs the feature and target stages on the first <paramref name="rows"/> training rows, caching the result.</summary>
-    public static Prepared Prepare(MLContext ml, WorldVisualEncoder encoder, ConditioningShape cond, string clipTextFolder,
+    public static Prepared Prepare(MLContext ml, IVisualEncoder encoder, ConditioningShape cond, string clipTextFolder,
         IReadOnlyList<ShapesImageExample> trainRows, int rows, string? targetsCache)
     {
         var used = trainRows.Take(rows).ToList();
@@ -105,7 +106,7 @@ internal static class WorldGillTraining
     /// Trains GILL on <paramref name="prepared"/> rows exactly as the raw-rows Train overload does on the raw rows; the returned
     /// chain is the shared prefix followed by the new GILL stage (dispose only its last transformer).
     /// </summary>
-    public static TransformerChain<GillTransformer> Train(MLContext ml, GillLanguageBackbone backbone, WorldVisualEncoder encoder, ConditioningShape cond,
+    public static TransformerChain<GillTransformer> Train(MLContext ml, GillLanguageBackbone backbone, IVisualEncoder encoder, ConditioningShape cond,
         Prepared prepared, WorldGillSettings s, IProgress<GillTrainingProgress>? progress, CancellationToken ct)
     {
         if (prepared.Rows < s.BatchSize) throw new InvalidOperationException($"The world has {prepared.Rows} training images, fewer than BatchSize {s.BatchSize}.");
@@ -116,7 +117,7 @@ internal static class WorldGillTraining
         return new TransformerChain<GillTransformer>(parts);
     }
 
-    private static GillJointTrainer Trainer(MLContext ml, GillLanguageBackbone backbone, WorldVisualEncoder encoder, ConditioningShape cond, int rows,
+    private static GillJointTrainer Trainer(MLContext ml, GillLanguageBackbone backbone, IVisualEncoder encoder, ConditioningShape cond, int rows,
         WorldGillSettings s, IProgress<GillTrainingProgress>? progress, CancellationToken ct) =>
         ml.Gill().Trainers.Gill(new GillJointTrainer.Options
         {

@@ -86,9 +86,22 @@ public sealed class DemoRunnerTests
             var f5 = result.Figures.RetrievalRecallAt5;
             Assert.IsTrue(f5.Value >= 2 * f5.Baseline, $"Recall@5 {f5.Value:F3} is not at least 2× chance {f5.Baseline:F3} (Recall@1 {f1.Value:F3} vs {f1.Baseline:F3})");
 
-            // A second run reuses the cached backbones.
-            var again = DemoRunner.Run(Scaled(root, steps: 4));
+            Assert.AreEqual(0, result.Figures.VisualEncoders.Count, "the ResNet-18 comparison is off by default");
+
+            // A second run reuses the cached backbones, and compares the two visual feature stages.
+            var options = Scaled(root, steps: 4);
+            options.CompareResNet18Steps = 3;
+            var again = DemoRunner.Run(options);
             Assert.IsTrue(again.Figures.PretrainingCached);
+            Assert.AreEqual(2, again.Figures.VisualEncoders.Count);
+            foreach (var f in again.Figures.VisualEncoders)
+            {
+                StringAssert.Contains(f.Name, "ResNet-18");
+                Assert.AreEqual(30, f.N);
+                Assert.IsTrue(f.Value is >= 0 and <= 1 && f.Baseline is >= 0 and <= 1, $"{f.Name}: {f.Value} vs {f.Baseline}");
+                StringAssert.Contains(File.ReadAllText(again.ReportPath), System.Net.WebUtility.HtmlEncode(f.Name));
+            }
+            Assert.IsTrue(again.Figures.Seconds.ContainsKey("encoders"));
         }
         finally
         {

@@ -344,14 +344,13 @@ public static class WorldPretrainer
                 {
                     throw new InvalidOperationException($"The language model's separate training process failed: {e.Message}", e);
                 }
-                double seconds = Math.Round(hostWatch.Elapsed.TotalSeconds, 2);
+                double waited = Math.Round(hostWatch.Elapsed.TotalSeconds, 2);
                 if (ArtefactManifest.Check(P(LmDir), lmKey, out var reason) is null)
                     throw new InvalidDataException($"The language model's separate training process left no valid checkpoint in '{P(LmDir)}' ({reason}).");
-                LanguageModel();   // verifies the checkpoint and reads its figures
-                Log("lm", $"done in {seconds:F1} s (separate process)");
+                LanguageModel();   // verifies the checkpoint and reads its figures (and the child's training seconds)
                 _trained.Add("lm");
                 _report.Cached["lm"] = false;
-                _report.Seconds["lm"] = seconds;
+                _report.Seconds["lm"] = _report.TrainSeconds.GetValueOrDefault("lm", waited);
                 _report.SeparateProcess.Add("lm");
             }
             _report.LoadAverage.Add(LoadAverage());
