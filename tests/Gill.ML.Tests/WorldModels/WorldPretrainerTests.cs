@@ -285,6 +285,29 @@ public sealed class WorldPretrainerTests
     }
 
     [TestMethod]
+    public void APhaseWhoseInputsAreMissingSaysWhichOnes()
+    {
+        var empty = Path.Combine(Path.GetTempPath(), "gill-phases-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var options = Tiny(empty);
+            options.Phases = WorldPretrainPhases.Clip;
+            var e = Assert.ThrowsExactly<InvalidOperationException>(() => WorldPretrainer.Run(options));
+            StringAssert.Contains(e.Message, "need the world");
+            var copy = Tiny(empty);
+            CopyFolder(Path.Combine(s_cache!, WorldPretrainer.WorldDir), Path.Combine(empty, WorldPretrainer.WorldDir));
+            copy.Phases = WorldPretrainPhases.Generator;
+            var g = Assert.ThrowsExactly<InvalidOperationException>(() => WorldPretrainer.Run(copy));
+            StringAssert.Contains(g.Message, "clip phase's checkpoint");
+            Assert.IsFalse(File.Exists(Path.Combine(empty, WorldPretrainer.ReportFile)), "a partial run wrote report.json");
+        }
+        finally
+        {
+            if (Directory.Exists(empty)) Directory.Delete(empty, true);
+        }
+    }
+
+    [TestMethod]
     public void OptionsRoundTripThroughJsonWithTheSameCacheKeys()
     {
         var options = Tiny("/tmp/somewhere");

@@ -157,7 +157,8 @@ public sealed class WorldPretrainOptions
     /// </summary>
     public int Threads { get; set; } = 1;
 
-    /// <summary>The phases to run (default: all). A phase whose inputs are missing from the cache fails with a message naming them.</summary>
+    /// <summary>The phases to run (default: all). A phase whose inputs are missing from the cache fails with a message
+    /// naming them; report.json is written only when all phases run.</summary>
     public WorldPretrainPhases Phases { get; set; } = WorldPretrainPhases.All;
 
     /// <summary>

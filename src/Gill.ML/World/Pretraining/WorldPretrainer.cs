@@ -127,7 +127,10 @@ public static class WorldPretrainer
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    /// <summary>Generates the world if missing and pretrains every backbone not already cached.</summary>
+    /// <summary>
+    /// Generates the world if missing and pretrains every backbone not already cached (the phases in
+    /// <see cref="WorldPretrainOptions.Phases"/>; report.json is written when all of them run).
+    /// </summary>
     /// <exception cref="ArgumentException">An option is invalid (for example a world without training images).</exception>
     /// <exception cref="IOException">The cache folder cannot be written.</exception>
     public static WorldPretrainResult Run(WorldPretrainOptions options, IProgress<WorldPretrainProgress>? progress = null, CancellationToken cancellationToken = default)
@@ -355,7 +358,8 @@ public static class WorldPretrainer
             }
             _report.LoadAverage.Add(LoadAverage());
             var reportPath = P(ReportFile);
-            AtomicFile.WriteAllText(reportPath, JsonSerializer.Serialize(_report, ReportJson));
+            // A run of some phases only (such as a language-model host's child) leaves the full report alone.
+            if (o.Phases == WorldPretrainPhases.All) AtomicFile.WriteAllText(reportPath, JsonSerializer.Serialize(_report, ReportJson));
             return new WorldPretrainResult
             {
                 CacheDirectory = root, WorldFolder = P(WorldDir), LanguageModelFolder = P(LmDir), ClipTextFolder = P(ClipTextDir),
