@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Gill.ML.Evaluation.Demo;
+using Gill.ML.World.Pretraining;
 using Spectre.Console;
 
 namespace Gill.ML.Cli.Commands;
@@ -114,7 +115,7 @@ internal sealed class DemoCommandProvider : ICommandProvider
                 if (value.Total > 0) { task.MaxValue = value.Total; task.Value = Math.Min(value.Step, value.Total); }
                 string sub = value.Phase[DemoRunner.PretrainingPrefix.Length..];
                 if (value.Loss is double sl && double.IsFinite(sl)) task.Description = Markup.Escape($"  {sub} (loss {sl:F3})");
-                if (value.Message is { } msg && (msg.StartsWith("cached", StringComparison.Ordinal) || msg.StartsWith("using", StringComparison.Ordinal) || msg.StartsWith("done", StringComparison.Ordinal)))
+                if (value.Message is { } msg && WorldPretrainProgress.IsPhaseEnd(msg))
                 {
                     task.Value = task.MaxValue;
                     task.Description = Markup.Escape($"  {sub} ({msg})");

@@ -202,7 +202,7 @@ internal sealed class WorldPretrainSubcommand : IWorldSubcommand
                 if (p.Message is not null)
                 {
                     messages.Add($"[{p.Phase}] {p.Message}");
-                    if (p.Message.StartsWith("cached", StringComparison.Ordinal) || p.Message.StartsWith("using", StringComparison.Ordinal) || p.Message.StartsWith("done", StringComparison.Ordinal))
+                    if (p.EndsPhase)
                     {
                         task.Value = task.MaxValue;
                         task.StopTask();

@@ -264,11 +264,7 @@ public static class DemoRunner
                     new SyncProgress<GillTrainingProgress>(p => progress?.Report(new DemoProgress("encoders", (int)p.Step, settings.Steps, p.Losses.Total, label))), ct);
                 try
                 {
-                    var scored = chain.Transform(Frame(test.Select(x => x.ImagePath), test.Select(x => x.Caption)));
-                    var texts = scored.GetColumn<VBuffer<float>>(GillColumnNames.TextRetrievalEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
-                    var images = scored.GetColumn<VBuffer<float>>(GillColumnNames.ImageRetrievalEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
-                    var recall = ml.Gill().Evaluation.RecallAtK(texts, images, Enumerable.Range(0, n).ToArray(), RetrievalDirection.TextToImage,
-                        new RecallAtKOptions { Ks = [1, 5], BootstrapResamples = 0, Seed = o.Seed });
+                    var recall = TextToImageRecall(ml, chain, test, bootstrapResamples: 0);
                     return (recall.Recall[1], recall.Recall[5]);
                 }
                 finally
@@ -308,15 +304,20 @@ public static class DemoRunner
 
         private sealed record Figures(DemoFigure R1, DemoFigure R5, DemoFigure Color, DemoFigure Shape, DemoFigure Both, DemoFigure Story);
 
+        /// <summary>Recall@1 and @5 of each test caption's [IMG] retrieval embedding over the test images' embeddings.</summary>
+        private RecallAtKMetrics TextToImageRecall(MLContext ml, ITransformer model, List<ShapesImageExample> test, int bootstrapResamples)
+        {
+            var scored = model.Transform(Frame(test.Select(x => x.ImagePath), test.Select(x => x.Caption)));
+            return ml.Gill().Evaluation.RecallAtK(WorldGillTraining.Column(scored, GillColumnNames.TextRetrievalEmbedding),
+                WorldGillTraining.Column(scored, GillColumnNames.ImageRetrievalEmbedding), Enumerable.Range(0, test.Count).ToArray(),
+                RetrievalDirection.TextToImage, new RecallAtKOptions { Ks = [1, 5], BootstrapResamples = bootstrapResamples, Seed = o.Seed });
+        }
+
         private Figures Evaluate(MLContext ml, TransformerChain<GillTransformer> model, GillModel gill, ShapesAttributeClassifier classifier,
             WorldImageGenerator generator, IImageEmbedder embedder, List<ShapesImageExample> test, List<ShapesImageExample> singles, List<ShapesStory> stories)
         {
             int n = test.Count;
-            var scored = model.Transform(Frame(test.Select(x => x.ImagePath), test.Select(x => x.Caption)));
-            var texts = scored.GetColumn<VBuffer<float>>(GillColumnNames.TextRetrievalEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
-            var images = scored.GetColumn<VBuffer<float>>(GillColumnNames.ImageRetrievalEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
-            var recall = ml.Gill().Evaluation.RecallAtK(texts, images, Enumerable.Range(0, n).ToArray(), RetrievalDirection.TextToImage,
-                new RecallAtKOptions { Ks = [1, 5], BootstrapResamples = 200, Seed = o.Seed });
+            var recall = TextToImageRecall(ml, model, test, bootstrapResamples: 200);
             int k5 = Math.Min(5, n);
             var r1 = new DemoFigure("GILL text→image Recall@1", recall.Recall[1], "chance (1/N)", 1.0 / n, n,
                 $"Each test caption's [IMG] retrieval embedding ranks the {n} test images' embeddings (cosine); the caption's own image must be first.");
@@ -325,8 +326,7 @@ public static class DemoRunner
 
             int m = singles.Count;
             if (m == 0) throw new InvalidOperationException("The world has no single-object test images to score generated images on.");
-            var gen = model.Transform(Frame(singles.Select(x => x.ImagePath), singles.Select(x => x.Caption)))
-                .GetColumn<VBuffer<float>>(GillColumnNames.GenerationEmbedding).Select(v => v.DenseValues().ToArray()).ToList();
+            var gen = WorldGillTraining.Column(model.Transform(Frame(singles.Select(x => x.ImagePath), singles.Select(x => x.Caption))), GillColumnNames.GenerationEmbedding);
             var expected = singles.Select(x => x.Scene.Objects[0]).ToList();
             var cond = generator.ConditioningShape;
             ShapesAttributeMetrics gillAttr, textAttr;

@@ -18,7 +18,17 @@ namespace Gill.ML.World.Pretraining;
 /// <param name="Total">Steps of the phase (0 when unknown).</param>
 /// <param name="Loss">Loss of the last step (NaN when none).</param>
 /// <param name="Message">A log line (cache hit, corrupted checkpoint rebuilt, phase done), or null.</param>
-public readonly record struct WorldPretrainProgress(string Phase, int Step, int Total, double Loss, string? Message = null);
+public readonly record struct WorldPretrainProgress(string Phase, int Step, int Total, double Loss, string? Message = null)
+{
+    /// <summary>Whether <see cref="Message"/> says the phase is over (a verified cache hit, a reused world, "done in …").</summary>
+    [JsonIgnore]
+    public bool EndsPhase => IsPhaseEnd(Message);
+
+    /// <summary>Whether a log line of <see cref="WorldPretrainer.Run"/> says its phase is over.</summary>
+    public static bool IsPhaseEnd(string? message) =>
+        message is not null && (message.StartsWith("cached", StringComparison.Ordinal) || message.StartsWith("using", StringComparison.Ordinal)
+                                || message.StartsWith("done", StringComparison.Ordinal));
+}
 
 /// <summary>Figures of the contrastive phase (Recall@1 on galleries of the test and held-out splits).</summary>
 public sealed record WorldClipMetrics(
@@ -299,7 +309,6 @@ public static class WorldPretrainer
             // The language model needs only the world: with a host, another process trains it beside the image side.
             using var hostCancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
             Task? hosted = null;
-            var hostWatch = Stopwatch.StartNew();
             if (Runs(WorldPretrainPhases.LanguageModel) && o.LanguageModelHost is { } host && ArtefactManifest.Check(P(LmDir), lmKey, out _) is null)
             {
                 Log("lm", "training in a separate process beside the other phases");
@@ -347,13 +356,12 @@ public static class WorldPretrainer
                 {
                     throw new InvalidOperationException($"The language model's separate training process failed: {e.Message}", e);
                 }
-                double waited = Math.Round(hostWatch.Elapsed.TotalSeconds, 2);
                 if (ArtefactManifest.Check(P(LmDir), lmKey, out var reason) is null)
                     throw new InvalidDataException($"The language model's separate training process left no valid checkpoint in '{P(LmDir)}' ({reason}).");
                 LanguageModel();   // verifies the checkpoint and reads its figures (and the child's training seconds)
                 _trained.Add("lm");
                 _report.Cached["lm"] = false;
-                _report.Seconds["lm"] = _report.TrainSeconds.GetValueOrDefault("lm", waited);
+                _report.Seconds["lm"] = _report.TrainSeconds["lm"];
                 _report.SeparateProcess.Add("lm");
             }
             _report.LoadAverage.Add(LoadAverage());
